@@ -1,0 +1,49 @@
+# Targets used by the README and by CI (.ci/run). Everything runs from a local virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STORE ?= models_store
+
+.PHONY: install serve test test-all lint format train-defaults bench-encoding bench-quality bench-serve bench-deploy clean
+
+# torch is installed first and pinned: 2.13.0 is the CPU build here; an open range would pull CUDA wheels.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed  ## create .venv and install the project with its dev extras
+
+serve: install  ## serve the default model from models_store on http://127.0.0.1:8000
+	$(BIN)/deepfm serve
+
+test: install  ## the test suite CI runs (slow tests excluded)
+	$(BIN)/pytest -m "not slow"
+
+test-all: install  ## every test, slow ones included
+	$(BIN)/pytest
+
+lint: install  ## ruff lint + format check, mypy strict on the packages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+train-defaults: install  ## retrain the three default models and export them into $(STORE)
+	for model in deepfm xdeepfm attention_deepfm; do \
+		$(BIN)/deepfm train --config configs/$${model}_movielens.yaml --export --store $(STORE) -o training.progress=false || exit 1; \
+	done
+
+bench-encoding: install
+	$(BIN)/python benchmarks/encoding_bench.py
+
+bench-quality: install  ## 3 models x 3 seeds on the full data: hours on 2 cores
+	$(BIN)/python benchmarks/quality_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs

@@ -1,0 +1,267 @@
+"""The exported artifact: the contract between the trainer and the scoring service.
+
+    models_store/<model_name>/<version>/
+        model.pt        TorchScript; forward(Dict[str, Tensor]) -> click probabilities (B,)
+        schema.json     the fitted DatasetSchema: fields, sources, transforms, vocabularies, statistics
+        metadata.json   name, version, creation time, config, metrics, library versions, sha256 of both
+
+Versions are increasing integers. A version is written into a hidden temporary directory and then
+renamed into place, so a half-written export is never visible and an existing one is never touched.
+Loading checks every file (presence, JSON, checksums), that the model and schema agree, and scores
+a probe batch; a failure is an ArtifactError that names the file. This module imports no training
+or model-building code: the service depends on it.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from deepfm import jit
+from deepfm.data.schema import DatasetSchema, FeatureType
+from deepfm.errors import ArtifactError, DeepFMError
+
+ARTIFACT_FORMAT_VERSION = 1
+MODEL_FILE = "model.pt"
+SCHEMA_FILE = "schema.json"
+METADATA_FILE = "metadata.json"
+
+
+class ProbabilityModel(nn.Module):
+    """Wraps a logit model for export: click probabilities (B,), and the field names it reads.
+
+    Args:
+        model: a module mapping Dict[str, Tensor] to logits (B,).
+        field_names: the schema's field names, in model order.
+    """
+
+    field_names: list[str]
+
+    def __init__(self, model: nn.Module, field_names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.field_names = list(field_names)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return torch.sigmoid(self.model(batch))  # (B,)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries an artifact depends on."""
+    versions = {"python": platform.python_version()}
+    for package in ("deepfm", "torch", "numpy", "pandas"):
+        try:
+            versions[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+def list_versions(store: str | Path, model_name: str) -> list[int]:
+    """Complete versions of a model in a store, ascending (temporary directories are not versions)."""
+    root = Path(store) / model_name
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def list_models(store: str | Path) -> list[str]:
+    """Names of the models in a store that have at least one version."""
+    root = Path(store)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and list_versions(root, p.name))
+
+
+def probe_batch(schema: DatasetSchema, batch_size: int = 2) -> dict[str, Tensor]:
+    """A batch that touches index 0 and the last vocabulary index of every categorical field."""
+    batch: dict[str, Tensor] = {}
+    for field in schema.fields.values():
+        if field.feature_type is FeatureType.DENSE:
+            batch[field.name] = torch.zeros(batch_size, dtype=torch.float32)
+            continue
+        column = torch.full((batch_size,), field.vocabulary_size - 1, dtype=torch.int64)
+        column[0] = 0
+        if field.feature_type is FeatureType.SEQUENCE:
+            column = column.unsqueeze(1).repeat(1, field.max_length)  # (B, L)
+        batch[field.name] = column
+    return batch
+
+
+def export_artifact(
+    model: nn.Module,
+    schema: DatasetSchema,
+    store: str | Path,
+    model_name: str,
+    *,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Path:
+    """Script `model` and write it with its schema and metadata as the next version.
+
+    Args:
+        model: a trained logit model reading the schema's fields.
+        schema: the fitted schema the model was trained with.
+        store: the models store root.
+        model_name: the artifact's model name (a directory under the store).
+        config: the experiment config, as plain values.
+        metrics: the test metrics to record.
+
+    Returns:
+        The directory of the new version.
+    """
+    root = Path(store) / model_name
+    root.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    scripted = jit.script(ProbabilityModel(model, schema.field_names))
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        jit.save(scripted, staging / MODEL_FILE)
+        (staging / SCHEMA_FILE).write_text(schema.to_json())
+        while True:  # another exporter may take a version number first: then take the next one
+            version = max(list_versions(store, model_name), default=0) + 1
+            meta = {
+                "format_version": ARTIFACT_FORMAT_VERSION,
+                "model_name": model_name,
+                "version": version,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "config": config,
+                "metrics": metrics,
+                "library_versions": library_versions(),
+                "files": {name: sha256_of(staging / name) for name in (MODEL_FILE, SCHEMA_FILE)},
+            }
+            (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+            for path in staging.iterdir():
+                os.chmod(path, 0o644)
+            os.chmod(staging, 0o755)
+            try:
+                staging.rename(root / str(version))
+            except OSError:
+                if (root / str(version)).exists():
+                    continue
+                raise
+            return root / str(version)
+    finally:
+        if staging.exists():
+            for path in staging.iterdir():
+                path.unlink()
+            staging.rmdir()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded, verified model version."""
+
+    path: Path
+    model_name: str
+    version: int
+    schema: DatasetSchema
+    metadata: dict[str, Any]
+    model: torch.jit.ScriptModule
+
+    def predict(self, batch: dict[str, Tensor]) -> Tensor:
+        """Click probabilities (B,) for an encoded batch."""
+        with torch.inference_mode():
+            return self.model(batch)  # type: ignore[no-any-return]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read: {exc.strerror}", path=str(path)) from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON: {exc}", path=str(path)) from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: must hold a JSON object", path=str(path))
+    return data
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Load and verify one version directory; ArtifactError names the file at fault."""
+    root = Path(path)
+    for name in (METADATA_FILE, SCHEMA_FILE, MODEL_FILE):
+        if not (root / name).is_file():
+            raise ArtifactError(f"{root / name}: missing from the artifact", path=str(root / name))
+    meta_path = root / METADATA_FILE
+    meta = _read_json(meta_path)
+    if meta.get("format_version") != ARTIFACT_FORMAT_VERSION:
+        raise ArtifactError(
+            f"{meta_path}: format_version {meta.get('format_version')!r}, expected {ARTIFACT_FORMAT_VERSION}",
+            path=str(meta_path),
+        )
+    checksums = meta.get("files")
+    if not isinstance(checksums, dict):
+        raise ArtifactError(f"{meta_path}: no 'files' checksums", path=str(meta_path))
+    for name in (SCHEMA_FILE, MODEL_FILE):
+        if checksums.get(name) != sha256_of(root / name):
+            raise ArtifactError(f"{root / name}: sha256 does not match {METADATA_FILE}", path=str(root / name))
+    try:
+        schema = DatasetSchema.from_dict(_read_json(root / SCHEMA_FILE))
+    except DeepFMError as exc:
+        raise ArtifactError(f"{root / SCHEMA_FILE}: {exc}", path=str(root / SCHEMA_FILE)) from exc
+    if not all(f.is_fitted for f in schema.fields.values()):
+        raise ArtifactError(f"{root / SCHEMA_FILE}: has fields with no vocabulary", path=str(root / SCHEMA_FILE))
+    try:
+        model = jit.load(root / MODEL_FILE)
+    except (RuntimeError, ValueError) as exc:
+        raise ArtifactError(
+            f"{root / MODEL_FILE}: not a loadable TorchScript model: {exc}", path=str(root / MODEL_FILE)
+        ) from exc
+    model.eval()
+    artifact = Artifact(
+        path=root,
+        model_name=str(meta.get("model_name", root.parent.name)),
+        version=int(meta.get("version", -1)),
+        schema=schema,
+        metadata=meta,
+        model=model,
+    )
+    _verify(artifact)
+    return artifact
+
+
+def _verify(artifact: Artifact) -> None:
+    """The model reads the schema's fields and scores a probe batch to finite probabilities."""
+    model_path = str(artifact.path / MODEL_FILE)
+    field_names = getattr(artifact.model, "field_names", None)
+    if field_names != artifact.schema.field_names:
+        raise ArtifactError(
+            f"{model_path}: model reads fields {field_names}, schema.json has {artifact.schema.field_names}",
+            path=model_path,
+        )
+    if artifact.path.name.isdigit() and artifact.version != int(artifact.path.name):
+        raise ArtifactError(
+            f"{artifact.path / METADATA_FILE}: version {artifact.version} in a directory named {artifact.path.name}",
+            path=str(artifact.path / METADATA_FILE),
+        )
+    batch = probe_batch(artifact.schema)
+    try:
+        scores = artifact.predict(batch).numpy()
+    except RuntimeError as exc:
+        raise ArtifactError(
+            f"{model_path}: fails on a probe batch of schema.json's shape: {exc}", path=model_path
+        ) from exc
+    if scores.shape != (len(next(iter(batch.values()))),) or not np.all((scores >= 0) & (scores <= 1)):
+        raise ArtifactError(
+            f"{model_path}: probe batch gave {scores!r}, not probabilities of shape (B,)", path=model_path
+        )

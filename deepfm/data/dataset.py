@@ -1,0 +1,74 @@
+"""In-memory datasets of encoded rows, for DataLoader-style access and fast batched iteration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+Batch = tuple[dict[str, Tensor], Tensor]
+"""(features: field -> (B,) or (B, L) tensor, labels: (B,) float32)."""
+
+
+class CTRDataset(Dataset[Batch]):
+    """Encoded feature tensors and labels, optionally grouped into ranking queries.
+
+    Args:
+        features: field name -> tensor with B rows.
+        labels: (B,) float32 click labels.
+        query_ids: (B,) int64 ranking query of each row (one held-out rating and its sampled
+            negatives), -1 where a row belongs to no query; None when the set has no queries.
+        is_target: (B,) bool, True for the held-out row of each query.
+    """
+
+    def __init__(
+        self,
+        features: dict[str, Tensor],
+        labels: Tensor,
+        query_ids: Tensor | None = None,
+        is_target: Tensor | None = None,
+    ) -> None:
+        self.features = features
+        self.labels = labels
+        self.query_ids = query_ids
+        self.is_target = is_target
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> Batch:
+        return {name: values[index] for name, values in self.features.items()}, self.labels[index]
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Batches by slicing whole tensors; shuffled when a generator is given."""
+        order = torch.randperm(len(self), generator=generator) if generator is not None else None
+        for start in range(0, len(self), batch_size):
+            if order is None:
+                rows: slice | Tensor = slice(start, start + batch_size)
+            else:
+                rows = order[start : start + batch_size]
+            yield {name: values[rows] for name, values in self.features.items()}, self.labels[rows]
+
+
+class ResampledDataset(CTRDataset):
+    """A training set whose rows are drawn anew each epoch (e.g. fresh negative samples).
+
+    Args:
+        draw: epoch -> (features, labels) of that epoch's rows; must be deterministic per epoch.
+    """
+
+    def __init__(self, draw: Callable[[int], tuple[dict[str, Tensor], Tensor]]) -> None:
+        self._draw = draw
+        super().__init__(*draw(0))
+
+    def resample(self, epoch: int) -> None:
+        """Replace the rows with those of `epoch`."""
+        self.features, self.labels = self._draw(epoch)
+
+
+def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, Tensor]:
+    """Encoded numpy arrays as tensors, sharing memory."""
+    return {name: torch.from_numpy(np.ascontiguousarray(values)) for name, values in arrays.items()}

@@ -1,0 +1,266 @@
+"""Raw feature values to model input: the one encoding path shared by training and serving.
+
+`fit_schema` learns each field's state from training data only (vocabularies in order of
+frequency, dense mean and std) and returns a fitted `DatasetSchema`, whose JSON carries that state.
+`FeatureEncoder` turns columns of raw values into the arrays the model reads:
+
+- SPARSE   -> int64 (B,)   vocabulary index, 0 for unknown or missing values
+- SEQUENCE -> int64 (B, L) indices of the first L tokens, 0-padded; unknown tokens are 0 too
+- DENSE    -> float32 (B,) (x - mean) / std, 0 for missing values
+
+Lookups run through C-level `map`/`dict.get` and numpy, never a Python loop per row. Integer-like
+values match their string form: a vocabulary entry "196" is found for 196, 196.0 and "196".
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from itertools import chain, repeat
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deepfm.data.schema import OOV_INDEX, DatasetSchema, FeatureType, FieldSchema, TransformKind
+from deepfm.errors import EncodingError, SchemaError
+
+Column = Sequence[Any] | np.ndarray | pd.Series
+"""A column of raw values, one per row; None (or NaN) is a missing value."""
+
+
+def _values(column: Column) -> list[Any]:
+    """The column as a list of Python values."""
+    if isinstance(column, pd.Series | np.ndarray):
+        return column.tolist()
+    return list(column)
+
+
+def _numbers(field: FieldSchema, values: list[Any]) -> np.ndarray:
+    """Raw values as float64, missing as NaN; a non-number or an infinity is an EncodingError."""
+    try:
+        numbers = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        for row, value in enumerate(values):  # error path only: find the row numpy could not read
+            if value is not None and not isinstance(value, int | float):
+                raise EncodingError(
+                    f"field {field.source!r} needs a number, got {value!r}", field=field.source, row=row
+                ) from None
+        raise
+    infinite = np.flatnonzero(np.isinf(numbers))
+    if infinite.size:
+        row = int(infinite[0])
+        raise EncodingError(
+            f"field {field.source!r} needs a finite number, got {values[row]!r}", field=field.source, row=row
+        )
+    return numbers
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _is_present(value: Any) -> bool:
+    return value is not None and not _is_nan(value)
+
+
+def _canonical(key: Any) -> str:
+    """The vocabulary form of a raw key: integral floats lose their '.0' so they match ints."""
+    if isinstance(key, float) and key.is_integer():
+        return str(int(key))
+    return str(key)
+
+
+def _is_scalar_or_list(field: FieldSchema, value: Any) -> bool:
+    """Whether a raw value has a type the field accepts (used to name the row of a TypeError)."""
+    scalar = (str, int, float, type(None))
+    if field.feature_type is FeatureType.SEQUENCE and isinstance(value, list | tuple):
+        return all(isinstance(v, scalar) for v in value)
+    return isinstance(value, scalar)
+
+
+def _bucket_label(boundary: float) -> str:
+    """The vocabulary key of a bucket: its boundary, integral boundaries without '.0'."""
+    return str(int(boundary)) if boundary.is_integer() else str(boundary)
+
+
+def _keys(field: FieldSchema, values: list[Any]) -> list[Any]:
+    """Lookup keys of a SPARSE field's raw values after its transform; None where missing."""
+    transform = field.transform
+    if transform.kind is TransformKind.BUCKETIZE:
+        numbers = _numbers(field, values)
+        labels = np.array([*map(_bucket_label, transform.boundaries), None], dtype=object)
+        position = np.searchsorted(np.asarray(transform.boundaries), numbers, side="right") - 1
+        position[(position < 0) | np.isnan(numbers)] = -1  # below the first boundary or missing
+        return labels[position].tolist()  # type: ignore[no-any-return]
+    if transform.kind is TransformKind.PREFIX:
+        raw = np.array(values, dtype=object)
+        missing = raw == None  # noqa: E711  (elementwise comparison)
+        prefixes = np.array(list(map(str, values)), dtype=f"<U{transform.length}").astype(object)
+        prefixes[missing] = None
+        return prefixes.tolist()  # type: ignore[no-any-return]
+    return values
+
+
+def _tokens(field: FieldSchema, values: list[Any]) -> list[list[Any]]:
+    """Tokens of a SEQUENCE field's raw values: a string is split, a list taken as is, None is empty."""
+    separator = field.transform.separator
+
+    def split(value: Any) -> list[Any]:
+        if value is None or _is_nan(value):
+            return []
+        if isinstance(value, str):
+            return [token for token in value.split(separator) if token]
+        if isinstance(value, list | tuple | np.ndarray):
+            return list(value)
+        raise EncodingError(
+            f"field {field.source!r} needs a list or a {separator!r}-separated string, got {value!r}",
+            field=field.source,
+        )
+
+    return list(map(split, values))
+
+
+def _lookup_table(vocabulary: Sequence[str]) -> dict[Any, int]:
+    """Key -> index from 1; integer-like keys are also reachable by their int (and so float) value."""
+    table: dict[Any, int] = {}
+    for index, key in enumerate(vocabulary, start=1):
+        table[key] = index
+        if key.lstrip("-").isdigit() and str(int(key)) == key:
+            table[int(key)] = index
+    return table
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Model input arrays plus, per field, how many rows had a missing or unknown value.
+
+    Args:
+        features: field name -> array, shaped as the module docstring says.
+        oov_rows: field name -> rows whose value was missing or unknown (any token, for sequences).
+        num_rows: B.
+    """
+
+    features: dict[str, np.ndarray]
+    oov_rows: dict[str, int]
+    num_rows: int
+
+
+class FeatureEncoder:
+    """Encodes raw columns into model input with a fitted schema's vocabularies and statistics.
+
+    Args:
+        schema: a fitted schema (every categorical field has its vocabulary).
+    """
+
+    def __init__(self, schema: DatasetSchema) -> None:
+        unfitted = [f.name for f in schema.fields.values() if not f.is_fitted]
+        if unfitted:
+            raise SchemaError(f"fields {unfitted} have no fitted vocabulary; run fit_schema on training data first")
+        self.schema = schema
+        self._tables = {f.name: _lookup_table(f.vocabulary) for f in schema.fields.values() if f.vocabulary is not None}
+
+    def fields_reading(self, sources: Iterable[str]) -> list[str]:
+        """Names of the fields whose raw source is one of `sources`, in model order."""
+        wanted = set(sources)
+        return [f.name for f in self.schema.fields.values() if f.source in wanted]
+
+    def encode(self, columns: Mapping[str, Column], num_rows: int, fields: Iterable[str] | None = None) -> EncodedBatch:
+        """Encode raw columns keyed by source name.
+
+        Args:
+            columns: source field -> column of `num_rows` raw values; an absent source is all missing.
+            num_rows: B.
+            fields: names of the fields to encode; all of them if None.
+
+        Returns:
+            The encoded batch. Raises EncodingError naming the field (and row, where known).
+        """
+        names = self.schema.field_names if fields is None else list(fields)
+        features: dict[str, np.ndarray] = {}
+        oov_rows: dict[str, int] = {}
+        for name in names:
+            field = self.schema.fields[name]
+            column = columns.get(field.source)
+            values = [None] * num_rows if column is None else _values(column)
+            if len(values) != num_rows:
+                raise EncodingError(
+                    f"field {field.source!r} has {len(values)} values for {num_rows} rows", field=field.source
+                )
+            try:
+                features[name], oov_rows[name] = self._encode_field(field, values)
+            except EncodingError as exc:
+                exc.field = field.source
+                raise
+            except TypeError as exc:  # an unhashable value: a list or an object where one value belongs
+                row = next((i for i, v in enumerate(values) if not _is_scalar_or_list(field, v)), None)
+                raise EncodingError(
+                    f"field {field.source!r} has a value of the wrong type: {exc}", field=field.source, row=row
+                ) from exc
+        return EncodedBatch(features, oov_rows, num_rows)
+
+    def encode_frame(self, frame: pd.DataFrame) -> EncodedBatch:
+        """Encode every field from a DataFrame with one column per raw source."""
+        return self.encode({c: frame[c] for c in self.schema.source_fields if c in frame}, len(frame))
+
+    def _encode_field(self, field: FieldSchema, values: list[Any]) -> tuple[np.ndarray, int]:
+        if field.feature_type is FeatureType.DENSE:
+            numbers = _numbers(field, values)
+            missing = np.isnan(numbers)
+            scaled = np.where(missing, 0.0, (numbers - field.mean) / field.std).astype(np.float32)
+            return scaled, int(missing.sum())
+        table = self._tables[field.name]
+        if field.feature_type is FeatureType.SPARSE:
+            keys = _keys(field, values)
+            indices = np.fromiter(map(table.get, keys, repeat(OOV_INDEX)), dtype=np.int64, count=len(keys))
+            return indices, int((indices == OOV_INDEX).sum())
+        return self._encode_sequence(field, table, values)
+
+    @staticmethod
+    def _encode_sequence(field: FieldSchema, table: dict[Any, int], values: list[Any]) -> tuple[np.ndarray, int]:
+        tokens = [t[: field.max_length] for t in _tokens(field, values)]
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        flat = list(chain.from_iterable(tokens))
+        indices = np.fromiter(map(table.get, flat, repeat(OOV_INDEX)), dtype=np.int64, count=len(flat))
+        rows = np.repeat(np.arange(len(tokens)), lengths)
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out = np.zeros((len(tokens), field.max_length), dtype=np.int64)  # (B, L)
+        out[rows, np.arange(len(flat)) - starts] = indices
+        unknown = np.bincount(rows[indices == OOV_INDEX], minlength=len(tokens)) > 0
+        return out, int((unknown | (lengths == 0)).sum())
+
+
+def fit_schema(schema: DatasetSchema, frame: pd.DataFrame, min_frequency: int = 1) -> DatasetSchema:
+    """Fit every field's encoding state on training data.
+
+    Args:
+        schema: fields with their sources and transforms; vocabularies and statistics are ignored.
+        frame: training rows, one column per raw source.
+        min_frequency: values seen fewer times than this stay out of the vocabulary (they map to OOV).
+
+    Returns:
+        The schema with vocabularies (most frequent first, ties by value), vocabulary sizes, and
+        dense means and stds filled in.
+    """
+    fitted: list[FieldSchema] = []
+    for field in schema.fields.values():
+        if field.source not in frame:
+            raise SchemaError(f"field {field.name!r} reads column {field.source!r}, which the data lacks")
+        values = frame[field.source].tolist()
+        if field.feature_type is FeatureType.DENSE:
+            numbers = _numbers(field, values)
+            std = float(np.nanstd(numbers))
+            fitted.append(replace(field, mean=float(np.nanmean(numbers)), std=std if std > 0 else 1.0))
+            continue
+        if field.feature_type is FeatureType.SEQUENCE:
+            keys: Iterable[Any] = chain.from_iterable(_tokens(field, values))
+        else:
+            keys = _keys(field, values)
+        counts = Counter(map(_canonical, filter(_is_present, keys)))
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        vocabulary = tuple(map(operator.itemgetter(0), (kv for kv in ranked if kv[1] >= min_frequency)))
+        fitted.append(replace(field, vocabulary=vocabulary, vocabulary_size=len(vocabulary) + 1))
+    return schema.with_fields(fitted)

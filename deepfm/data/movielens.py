@@ -1,0 +1,274 @@
+"""MovieLens-100K (Harper & Konstan, ACM TiiS 2015) in GroupLens's own format, as CTR datasets.
+
+Fields: user_id, movie_id, gender, age (bucketed), occupation, zip_prefix (first 3 characters of
+zip_code) and genres (a sequence). Label: rating >= `label_threshold`. Encoders are fitted on the
+training split only. Two protocols:
+
+- leave_one_out: per user by timestamp, the last rating is the test query and the second-to-last
+  the validation query (users with fewer than 3 ratings train only). Training rows are every train
+  rating plus `num_negatives` unrated movies per rating (label 0), drawn anew each epoch. Each
+  held-out rating is ranked against `num_eval_negatives` unrated movies drawn once with `eval_seed`.
+- random_split: explicit ratings only, shuffled with `split_seed` into train/val/test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from deepfm.config import DataConfig
+from deepfm.data.dataset import CTRDataset, ResampledDataset, to_tensors
+from deepfm.data.encoding import FeatureEncoder, fit_schema
+from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind, embedding_dim_for
+from deepfm.errors import ConfigError, DataError
+
+DOWNLOAD_HINT = (
+    "download ml-100k.zip from https://grouplens.org/datasets/movielens/100k/, unzip it, and point "
+    "data.data_dir (or the DEEPFM_DATA_DIR environment variable) at the ml-100k folder"
+)
+AGE_BOUNDARIES = (1, 18, 25, 35, 45, 50, 56)
+USER_COLUMNS = ["user_id", "age", "gender", "occupation", "zip_code"]
+MOVIE_COLUMNS = ["movie_id", "genres"]
+LABEL = "label"
+PROTOCOLS = ("leave_one_out", "random_split")
+
+
+def movielens_schema(genres_max_length: int = 6) -> DatasetSchema:
+    """The unfitted MovieLens schema: fields, sources and transforms (dims are set after fitting)."""
+    user, item = "user", "item"
+    return DatasetSchema(
+        [
+            FieldSchema("user_id", FeatureType.SPARSE, group=user),
+            FieldSchema("movie_id", FeatureType.SPARSE, group=item),
+            FieldSchema("gender", FeatureType.SPARSE, group=user),
+            FieldSchema(
+                "age", FeatureType.SPARSE, group=user, transform=Transform(TransformKind.BUCKETIZE, AGE_BOUNDARIES)
+            ),
+            FieldSchema("occupation", FeatureType.SPARSE, group=user),
+            FieldSchema(
+                "zip_prefix",
+                FeatureType.SPARSE,
+                group=user,
+                source="zip_code",
+                transform=Transform(TransformKind.PREFIX, length=3),
+            ),
+            FieldSchema(
+                "genres",
+                FeatureType.SEQUENCE,
+                group=item,
+                max_length=genres_max_length,
+                combiner="mean",
+                transform=Transform(TransformKind.SPLIT, separator="|"),
+            ),
+        ],
+        label_field=LABEL,
+    )
+
+
+@dataclass(frozen=True)
+class MovieLensTables:
+    """The raw tables: ratings (user_id, movie_id, rating, timestamp), users and movies by id."""
+
+    ratings: pd.DataFrame
+    users: pd.DataFrame  # USER_COLUMNS, one row per user
+    movies: pd.DataFrame  # MOVIE_COLUMNS, genres as lists of names
+
+
+def _file(data_dir: Path, name: str) -> Path:
+    path = data_dir / name
+    if not path.is_file():
+        raise DataError(f"MovieLens file {path} not found: {DOWNLOAD_HINT}")
+    return path
+
+
+def read_movielens(data_dir: str | Path) -> MovieLensTables:
+    """Read u.data, u.user, u.item and u.genre from a GroupLens ml-100k folder."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"MovieLens directory {root} not found: {DOWNLOAD_HINT}")
+    try:
+        ratings = pd.read_csv(
+            _file(root, "u.data"), sep="\t", names=["user_id", "movie_id", "rating", "timestamp"], dtype="int64"
+        )
+        users = pd.read_csv(
+            _file(root, "u.user"), sep="|", names=USER_COLUMNS, dtype={"zip_code": str}, keep_default_na=False
+        )
+        genre_names = pd.read_csv(_file(root, "u.genre"), sep="|", names=["genre", "index"])["genre"].tolist()
+        items = pd.read_csv(
+            _file(root, "u.item"),
+            sep="|",
+            names=["movie_id", "title", "release_date", "video_release_date", "url", *genre_names],
+            encoding="latin-1",
+        )
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"MovieLens files in {root} are malformed: {exc}") from exc
+    flags = items[genre_names].to_numpy(dtype=bool)
+    names = np.array(genre_names, dtype=object)
+    movies = pd.DataFrame({"movie_id": items["movie_id"], "genres": [names[row].tolist() for row in flags]})
+    return MovieLensTables(ratings, users, movies)
+
+
+class MovieLensAdapter:
+    """Builds the fitted schema and the train/val/test datasets from MovieLens-100K.
+
+    Args:
+        config: data settings (directory, protocol, sampling).
+    """
+
+    def __init__(self, config: DataConfig) -> None:
+        if config.protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown data.protocol {config.protocol!r}, expected one of {PROTOCOLS}")
+        self.config = config
+        self.tables = read_movielens(config.data_dir)
+        if config.max_users > 0:
+            ratings = self.tables.ratings
+            self.tables = MovieLensTables(
+                ratings[ratings["user_id"] <= config.max_users].reset_index(drop=True),
+                self.tables.users,
+                self.tables.movies,
+            )
+        self.splits: dict[str, pd.DataFrame] = {}
+        """Split name -> its rows' raw (user_id, movie_id, label[, query, is_target]), in dataset order."""
+
+    def build(self) -> tuple[DatasetSchema, CTRDataset, CTRDataset, CTRDataset]:
+        """Split, fit the encoders on train, and encode: (schema, train, val, test)."""
+        ratings = self.tables.ratings.assign(
+            **{LABEL: (self.tables.ratings["rating"] >= self.config.label_threshold).astype("float32")}
+        )
+        if self.config.protocol == "leave_one_out":
+            train, val, test = self._leave_one_out(ratings)
+        else:
+            train, val, test = self._random_split(ratings)
+        spec = movielens_schema(self.config.genres_max_length)
+        fitted = fit_schema(spec, self.raw_rows(train))
+        self.schema = fitted.with_embedding_dims(
+            {f.name: embedding_dim_for(f.vocabulary_size) for f in fitted.fields.values()}
+        )
+        self.encoder = FeatureEncoder(self.schema)
+        self._user_features = self._encode_table(self.tables.users)
+        self._movie_features = self._encode_table(self.tables.movies)
+        if self.config.protocol == "leave_one_out":
+            rated = np.sort(self._pair_keys(ratings["user_id"], ratings["movie_id"]))
+            train_ds: CTRDataset = ResampledDataset(lambda epoch: self._with_negatives(train, rated, epoch))
+            val = self._eval_queries(val, rated, seed=self.config.eval_seed)
+            test = self._eval_queries(test, rated, seed=self.config.eval_seed + 1)
+        else:
+            train_ds = self.dataset(train)
+        self.splits = {"train": train, "val": val, "test": test}
+        return self.schema, train_ds, self.dataset(val), self.dataset(test)
+
+    def raw_rows(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        """Raw request-style columns (users' and movies' attributes) for (user_id, movie_id) pairs."""
+        users = pairs[["user_id"]].merge(self.tables.users, on="user_id", how="left")
+        movies = pairs[["movie_id"]].merge(self.tables.movies, on="movie_id", how="left")
+        return pd.concat([users, movies], axis=1)
+
+    @staticmethod
+    def _leave_one_out(ratings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        ordered = ratings.sort_values(["user_id", "timestamp"], kind="stable")
+        position_from_end = ordered.groupby("user_id").cumcount(ascending=False)
+        counts = ordered.groupby("user_id")["movie_id"].transform("size")
+        held_out = counts >= 3
+        test = ordered[held_out & (position_from_end == 0)]
+        val = ordered[held_out & (position_from_end == 1)]
+        train = ordered[~held_out | (position_from_end >= 2)]
+        return train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True)
+
+    def _random_split(self, ratings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        order = np.random.default_rng(self.config.split_seed).permutation(len(ratings))
+        n_test = int(len(ratings) * self.config.test_fraction)
+        n_val = int(len(ratings) * self.config.val_fraction)
+        shuffled = ratings.iloc[order].reset_index(drop=True)
+        test = shuffled.iloc[:n_test].reset_index(drop=True)
+        val = shuffled.iloc[n_test : n_test + n_val].reset_index(drop=True)
+        return shuffled.iloc[n_test + n_val :].reset_index(drop=True), val, test
+
+    def _encode_table(self, table: pd.DataFrame) -> dict[str, np.ndarray]:
+        fields = self.encoder.fields_reading(table.columns)
+        return self.encoder.encode({c: table[c] for c in table.columns}, len(table), fields).features
+
+    def _pair_keys(self, user_ids: pd.Series | np.ndarray, movie_ids: pd.Series | np.ndarray) -> np.ndarray:
+        stride = int(self.tables.movies["movie_id"].max()) + 1
+        return np.asarray(user_ids, dtype=np.int64) * stride + np.asarray(movie_ids, dtype=np.int64)
+
+    def _unrated(self, user_ids: np.ndarray, rated: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One uniformly drawn movie per user id that the user never rated (with replacement)."""
+        movie_ids = self.tables.movies["movie_id"].to_numpy()
+        drawn = rng.choice(movie_ids, size=len(user_ids))
+        clash = np.ones(len(user_ids), dtype=bool)
+        while clash.any():  # rejection rounds: each one redraws the rated movies only
+            keys = self._pair_keys(user_ids[clash], drawn[clash])
+            hit = rated[np.minimum(np.searchsorted(rated, keys), len(rated) - 1)] == keys
+            redo = np.flatnonzero(clash)[hit]
+            clash[:] = False
+            clash[redo] = True
+            drawn[redo] = rng.choice(movie_ids, size=len(redo))
+        return drawn
+
+    def _with_negatives(
+        self, train: pd.DataFrame, rated: np.ndarray, epoch: int
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        rng = np.random.default_rng([self.config.sample_seed, epoch])
+        users = np.repeat(train["user_id"].to_numpy(), self.config.num_negatives)
+        negatives = pd.DataFrame({"user_id": users, "movie_id": self._unrated(users, rated, rng), LABEL: 0.0})
+        rows = pd.concat([train[["user_id", "movie_id", LABEL]], negatives], ignore_index=True)
+        return self._features(rows), torch.from_numpy(rows[LABEL].to_numpy(dtype=np.float32, copy=True))
+
+    def _eval_queries(self, held_out: pd.DataFrame, rated: np.ndarray, seed: int) -> pd.DataFrame:
+        """Each held-out rating followed by up to `num_eval_negatives` distinct unrated movies."""
+        rng = np.random.default_rng(seed)
+        movie_ids = self.tables.movies["movie_id"].to_numpy()
+        stride = int(movie_ids.max()) + 1
+        parts = []
+        for query, (user_id, movie_id, label) in enumerate(held_out[["user_id", "movie_id", LABEL]].to_numpy()):
+            low, high = np.searchsorted(rated, [user_id * stride, (user_id + 1) * stride])
+            user_rated = rated[low:high] - int(user_id) * stride
+            candidates = np.setdiff1d(movie_ids, user_rated)
+            take = min(self.config.num_eval_negatives, len(candidates))
+            negatives = rng.choice(candidates, size=take, replace=False)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "user_id": int(user_id),
+                        "movie_id": np.concatenate([[int(movie_id)], negatives]),
+                        LABEL: np.concatenate([[label], np.zeros(take)]).astype("float32"),
+                        "query": query,
+                        "is_target": np.arange(take + 1) == 0,
+                    }
+                )
+            )
+        return pd.concat(parts, ignore_index=True)
+
+    def _features(self, rows: pd.DataFrame) -> dict[str, torch.Tensor]:
+        """Encoded features of (user_id, movie_id) rows, gathered from the encoded user and movie tables."""
+        user_pos = pd.Index(self.tables.users["user_id"]).get_indexer(rows["user_id"])
+        movie_pos = pd.Index(self.tables.movies["movie_id"]).get_indexer(rows["movie_id"])
+        gathered = {name: values[user_pos] for name, values in self._user_features.items()}
+        gathered |= {name: values[movie_pos] for name, values in self._movie_features.items()}
+        return to_tensors({name: gathered[name] for name in self.schema.field_names})
+
+    def dataset(self, rows: pd.DataFrame, encoder: FeatureEncoder | None = None) -> CTRDataset:
+        """A dataset of split rows (see `splits`).
+
+        Args:
+            rows: (user_id, movie_id, label[, query, is_target]) rows.
+            encoder: encode the rows' raw attributes with this encoder (e.g. an artifact's schema);
+                default: gather from this adapter's encoded user and movie tables (same result, faster).
+        """
+        if encoder is None:
+            features = self._features(rows)
+        else:
+            features = to_tensors(encoder.encode_frame(self.raw_rows(rows)).features)
+        labels = torch.from_numpy(rows[LABEL].to_numpy(dtype=np.float32, copy=True))
+        if "query" not in rows:
+            return CTRDataset(features, labels)
+        return CTRDataset(
+            features,
+            labels,
+            query_ids=torch.from_numpy(rows["query"].to_numpy(dtype=np.int64, copy=True)),
+            is_target=torch.from_numpy(rows["is_target"].to_numpy(dtype=bool, copy=True)),
+        )

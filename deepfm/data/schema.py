@@ -1,0 +1,344 @@
+"""Feature schema: which fields a model reads, how they are embedded and how they are encoded.
+
+A `DatasetSchema` is the contract shared by training and serving. Besides the model-facing
+description of each field (type, vocabulary size, embedding dim), a `FieldSchema` carries what the
+encoding needs: the raw request field it reads (`source`), the `Transform` applied to that raw value
+and, once fitted on training data, the vocabulary (categorical fields) or the normalisation
+statistics (dense fields). The whole schema round-trips losslessly through JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from itertools import pairwise
+from typing import Any
+
+from deepfm.errors import SchemaError
+
+SCHEMA_FORMAT_VERSION = 1
+COMBINERS = ("mean", "sum", "max")
+OOV_INDEX = 0
+
+
+def embedding_dim_for(vocabulary_size: int) -> int:
+    """A default embedding dim that grows with cardinality: 4 up to 16 values, 8 up to 512, else 16."""
+    if vocabulary_size <= 16:
+        return 4
+    return 8 if vocabulary_size <= 512 else 16
+
+
+class FeatureType(StrEnum):
+    """How a field is represented in the model's input."""
+
+    SPARSE = "sparse"  # one categorical index per row, shape (B,)
+    DENSE = "dense"  # one float per row, shape (B,)
+    SEQUENCE = "sequence"  # up to max_length categorical indices per row, shape (B, L), 0-padded
+
+
+class TransformKind(StrEnum):
+    """Transforms that derive a field's value from the raw request value."""
+
+    IDENTITY = "identity"  # use the raw value as it is
+    BUCKETIZE = "bucketize"  # the largest boundary not above the number; below the first -> OOV
+    PREFIX = "prefix"  # the first `length` characters of the string
+    SPLIT = "split"  # a multi-valued string split on `separator` (a list is taken as is)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A transform from a raw value to the value that is looked up in the vocabulary.
+
+    Args:
+        kind: which transform.
+        boundaries: ascending bucket boundaries (BUCKETIZE).
+        length: number of leading characters kept (PREFIX).
+        separator: separator of a multi-valued string (SPLIT).
+    """
+
+    kind: TransformKind = TransformKind.IDENTITY
+    boundaries: tuple[float, ...] = ()
+    length: int = 0
+    separator: str = "|"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", TransformKind(self.kind))
+        object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
+        if self.kind is TransformKind.BUCKETIZE:
+            if not self.boundaries:
+                raise SchemaError("bucketize transform needs at least one boundary")
+            if any(a >= b for a, b in pairwise(self.boundaries)):
+                raise SchemaError(f"bucketize boundaries must be strictly ascending: {self.boundaries}")
+        if self.kind is TransformKind.PREFIX and self.length < 1:
+            raise SchemaError(f"prefix transform needs length >= 1, got {self.length}")
+        if self.kind is TransformKind.SPLIT and not self.separator:
+            raise SchemaError("split transform needs a non-empty separator")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The transform as JSON-ready values; parameters the kind does not use are left out."""
+        out: dict[str, Any] = {"kind": self.kind.value}
+        if self.kind is TransformKind.BUCKETIZE:
+            out["boundaries"] = list(self.boundaries)
+        elif self.kind is TransformKind.PREFIX:
+            out["length"] = self.length
+        elif self.kind is TransformKind.SPLIT:
+            out["separator"] = self.separator
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Transform:
+        """Inverse of `to_dict`."""
+        try:
+            return cls(
+                kind=TransformKind(data["kind"]),
+                boundaries=tuple(data.get("boundaries", ())),
+                length=int(data.get("length", 0)),
+                separator=str(data.get("separator", "|")),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SchemaError(f"invalid transform {dict(data)!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class FieldSchema:
+    """One input field of a model.
+
+    Args:
+        name: the model's name for the field (key of the encoded batch dict).
+        feature_type: SPARSE, DENSE or SEQUENCE.
+        vocabulary_size: number of embedding rows, OOV/padding index 0 included (categorical).
+        embedding_dim: width of this field's embedding.
+        group: a free label to group fields (e.g. "user", "item").
+        max_length: sequence length after padding/truncation (SEQUENCE only).
+        combiner: pooling over a sequence: "mean", "sum" or "max".
+        source: the raw request field the value is read from; defaults to `name`.
+        transform: how the raw value becomes the looked-up value.
+        vocabulary: fitted known values (as strings), in index order from 1; None if not fitted.
+        mean: fitted mean of a dense field.
+        std: fitted standard deviation of a dense field.
+    """
+
+    name: str
+    feature_type: FeatureType
+    vocabulary_size: int = 1
+    embedding_dim: int = 8
+    group: str = "default"
+    max_length: int = 1
+    combiner: str = "mean"
+    source: str = ""
+    transform: Transform = field(default_factory=Transform)
+    vocabulary: tuple[str, ...] | None = field(default=None, repr=False)
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_type", FeatureType(self.feature_type))
+        if not self.source:
+            object.__setattr__(self, "source", self.name)
+        if self.vocabulary is not None:
+            object.__setattr__(self, "vocabulary", tuple(self.vocabulary))
+        self._validate()
+
+    def _validate(self) -> None:
+        where = f"field {self.name!r}"
+        if not self.name:
+            raise SchemaError("field name must be non-empty")
+        if self.embedding_dim < 1:
+            raise SchemaError(f"{where}: embedding_dim must be >= 1, got {self.embedding_dim}")
+        if self.is_categorical:
+            if self.vocabulary_size < 1:
+                raise SchemaError(f"{where}: vocabulary_size must be >= 1, got {self.vocabulary_size}")
+            if self.vocabulary is not None:
+                if len(self.vocabulary) + 1 != self.vocabulary_size:
+                    raise SchemaError(
+                        f"{where}: vocabulary has {len(self.vocabulary)} values, so vocabulary_size "
+                        f"must be {len(self.vocabulary) + 1} (index 0 is OOV), got {self.vocabulary_size}"
+                    )
+                if len(set(self.vocabulary)) != len(self.vocabulary):
+                    raise SchemaError(f"{where}: vocabulary has duplicate values")
+        elif self.std <= 0:
+            raise SchemaError(f"{where}: std must be > 0, got {self.std}")
+        if self.feature_type is FeatureType.SEQUENCE:
+            if self.max_length < 1:
+                raise SchemaError(f"{where}: max_length must be >= 1, got {self.max_length}")
+            if self.combiner not in COMBINERS:
+                raise SchemaError(f"{where}: unknown combiner {self.combiner!r}, expected one of {COMBINERS}")
+        if self.feature_type is FeatureType.DENSE and self.transform.kind is not TransformKind.IDENTITY:
+            raise SchemaError(f"{where}: a dense field takes only the identity transform")
+        if (self.transform.kind is TransformKind.SPLIT) != (self.feature_type is FeatureType.SEQUENCE):
+            raise SchemaError(f"{where}: the split transform goes with, and only with, sequence fields")
+
+    @property
+    def is_categorical(self) -> bool:
+        """Whether the field is looked up in a vocabulary (SPARSE or SEQUENCE)."""
+        return self.feature_type is not FeatureType.DENSE
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether the encoding state (vocabulary for categorical fields) is present."""
+        return not self.is_categorical or self.vocabulary is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The field as JSON-ready values."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "feature_type": self.feature_type.value,
+            "vocabulary_size": self.vocabulary_size,
+            "embedding_dim": self.embedding_dim,
+            "group": self.group,
+            "max_length": self.max_length,
+            "combiner": self.combiner,
+            "source": self.source,
+            "transform": self.transform.to_dict(),
+        }
+        if self.is_categorical:
+            out["vocabulary"] = None if self.vocabulary is None else list(self.vocabulary)
+        else:
+            out["mean"] = self.mean
+            out["std"] = self.std
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FieldSchema:
+        """Inverse of `to_dict`."""
+        try:
+            vocabulary = data.get("vocabulary")
+            return cls(
+                name=str(data["name"]),
+                feature_type=FeatureType(data["feature_type"]),
+                vocabulary_size=int(data.get("vocabulary_size", 1)),
+                embedding_dim=int(data["embedding_dim"]),
+                group=str(data.get("group", "default")),
+                max_length=int(data.get("max_length", 1)),
+                combiner=str(data.get("combiner", "mean")),
+                source=str(data.get("source", "")),
+                transform=Transform.from_dict(data.get("transform", {"kind": "identity"})),
+                vocabulary=None if vocabulary is None else tuple(str(v) for v in vocabulary),
+                mean=float(data.get("mean", 0.0)),
+                std=float(data.get("std", 1.0)),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SchemaError(f"invalid field {data.get('name', '?')!r}: {exc!r}") from exc
+
+
+class DatasetSchema:
+    """The ordered fields of a dataset plus its label.
+
+    Args:
+        fields: the fields in model order, as a mapping name -> FieldSchema or an iterable of them.
+        label_field: name of the label column.
+    """
+
+    def __init__(self, fields: Mapping[str, FieldSchema] | Iterable[FieldSchema], label_field: str = "label") -> None:
+        if isinstance(fields, Mapping):
+            for key, value in fields.items():
+                if key != value.name:
+                    raise SchemaError(f"field registered under {key!r} is named {value.name!r}")
+            items = list(fields.values())
+        else:
+            items = list(fields)
+        if not items:
+            raise SchemaError("a schema needs at least one field")
+        names = [f.name for f in items]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise SchemaError(f"duplicate field names: {duplicates}")
+        if label_field in names:
+            raise SchemaError(f"label field {label_field!r} is also a feature field")
+        self.fields: dict[str, FieldSchema] = {f.name: f for f in items}
+        self.label_field = label_field
+
+    @property
+    def field_names(self) -> list[str]:
+        """Field names in model order."""
+        return list(self.fields)
+
+    @property
+    def num_fields(self) -> int:
+        """Number of feature fields (F)."""
+        return len(self.fields)
+
+    @property
+    def total_embedding_dim(self) -> int:
+        """Sum of every field's embedding_dim: the width of the flat embedding."""
+        return sum(f.embedding_dim for f in self.fields.values())
+
+    def _of_type(self, feature_type: FeatureType) -> list[FieldSchema]:
+        return [f for f in self.fields.values() if f.feature_type is feature_type]
+
+    @property
+    def sparse_fields(self) -> list[FieldSchema]:
+        """SPARSE fields in model order."""
+        return self._of_type(FeatureType.SPARSE)
+
+    @property
+    def dense_fields(self) -> list[FieldSchema]:
+        """DENSE fields in model order."""
+        return self._of_type(FeatureType.DENSE)
+
+    @property
+    def sequence_fields(self) -> list[FieldSchema]:
+        """SEQUENCE fields in model order."""
+        return self._of_type(FeatureType.SEQUENCE)
+
+    @property
+    def source_fields(self) -> list[str]:
+        """Raw request field names the schema reads, each once, in first-use order."""
+        return list(dict.fromkeys(f.source for f in self.fields.values()))
+
+    def with_fields(self, fields: Iterable[FieldSchema]) -> DatasetSchema:
+        """A copy with some fields replaced by name (e.g. by their fitted versions)."""
+        updated = {f.name: f for f in fields}
+        unknown = sorted(set(updated) - set(self.fields))
+        if unknown:
+            raise SchemaError(f"unknown fields {unknown}")
+        return DatasetSchema([updated.get(n, f) for n, f in self.fields.items()], self.label_field)
+
+    def with_embedding_dims(self, dims: Mapping[str, int]) -> DatasetSchema:
+        """A copy with the embedding dims of the named fields changed."""
+        return self.with_fields(replace(self.fields[n], embedding_dim=d) for n, d in dims.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The schema as JSON-ready values, with its format version."""
+        return {
+            "format_version": SCHEMA_FORMAT_VERSION,
+            "label_field": self.label_field,
+            "fields": [f.to_dict() for f in self.fields.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetSchema:
+        """Inverse of `to_dict`; refuses other format versions."""
+        version = data.get("format_version")
+        if version != SCHEMA_FORMAT_VERSION:
+            raise SchemaError(f"unsupported schema format_version {version!r}, expected {SCHEMA_FORMAT_VERSION}")
+        if not isinstance(data.get("fields"), list):
+            raise SchemaError("schema needs a 'fields' list")
+        return cls([FieldSchema.from_dict(f) for f in data["fields"]], str(data.get("label_field", "label")))
+
+    def to_json(self) -> str:
+        """The schema as a JSON document."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> DatasetSchema:
+        """Inverse of `to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"schema is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise SchemaError("schema JSON must be an object")
+        return cls.from_dict(data)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DatasetSchema):
+            return NotImplemented
+        return self.label_field == other.label_field and list(self.fields.values()) == list(other.fields.values())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"DatasetSchema(fields={self.field_names}, label_field={self.label_field!r})"

@@ -1,0 +1,1 @@
+"""Training and evaluation: the fit loop, metrics and the experiment runner."""
