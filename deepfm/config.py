@@ -37,9 +37,10 @@ class DataConfig:
     protocol: str = "leave_one_out"  # or "random_split": explicit ratings only, 80/10/10
     label_threshold: int = 4  # rating >= threshold is a click (label 1)
     num_negatives: int = 4  # sampled unrated movies per training rating, re-drawn every epoch
-    num_eval_negatives: int = 999  # sampled unrated movies per held-out rating (drawn once)
+    num_eval_negatives: int = 999  # sampled unrated movies per held-out test rating (drawn once)
+    num_val_negatives: int = 99  # the same for validation, which only steers early stopping and the LR
     eval_seed: int = 2024  # seed of the evaluation negatives: every model sees the same rows
-    sample_seed: int = 0  # seed of the training negatives (epoch e draws with [sample_seed, e])
+    sample_seed: int = 42  # seed of the training negatives (epoch e draws with [sample_seed, e])
     split_seed: int = 42  # seed of the random_split protocol
     val_fraction: float = 0.1  # random_split only
     test_fraction: float = 0.1  # random_split only

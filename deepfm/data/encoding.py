@@ -8,8 +8,10 @@ frequency, dense mean and std) and returns a fitted `DatasetSchema`, whose JSON 
 - SEQUENCE -> int64 (B, L) indices of the first L tokens, 0-padded; unknown tokens are 0 too
 - DENSE    -> float32 (B,) (x - mean) / std, 0 for missing values
 
-Lookups run through C-level `map`/`dict.get` and numpy, never a Python loop per row. Integer-like
-values match their string form: a vocabulary entry "196" is found for 196, 196.0 and "196".
+Lookups run through C-level `map`/`dict.get` and numpy, never a Python loop per row. Number-like
+values match their string form: a vocabulary entry "196" is found for 196, 196.0 and "196". A value
+of the wrong type (a list where one value belongs, a string in a numeric field, an infinity) is an
+EncodingError naming the field and the row.
 """
 
 from __future__ import annotations
@@ -32,31 +34,14 @@ Column = Sequence[Any] | np.ndarray | pd.Series
 """A column of raw values, one per row; None (or NaN) is a missing value."""
 
 
+_SCALARS = (str, int, float, np.integer)  # numpy floats and strings subclass float and str
+
+
 def _values(column: Column) -> list[Any]:
     """The column as a list of Python values."""
     if isinstance(column, pd.Series | np.ndarray):
         return column.tolist()
     return list(column)
-
-
-def _numbers(field: FieldSchema, values: list[Any]) -> np.ndarray:
-    """Raw values as float64, missing as NaN; a non-number or an infinity is an EncodingError."""
-    try:
-        numbers = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        for row, value in enumerate(values):  # error path only: find the row numpy could not read
-            if value is not None and not isinstance(value, int | float):
-                raise EncodingError(
-                    f"field {field.source!r} needs a number, got {value!r}", field=field.source, row=row
-                ) from None
-        raise
-    infinite = np.flatnonzero(np.isinf(numbers))
-    if infinite.size:
-        row = int(infinite[0])
-        raise EncodingError(
-            f"field {field.source!r} needs a finite number, got {values[row]!r}", field=field.source, row=row
-        )
-    return numbers
 
 
 def _is_nan(value: Any) -> bool:
@@ -67,6 +52,48 @@ def _is_present(value: Any) -> bool:
     return value is not None and not _is_nan(value)
 
 
+def _is_number_or_missing(value: Any) -> bool:
+    return value is None or isinstance(value, int | float | np.integer)
+
+
+def _is_scalar_or_missing(value: Any) -> bool:
+    return value is None or isinstance(value, _SCALARS)
+
+
+def _is_sequence_or_missing(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, str | float | list | tuple | np.ndarray)
+        and not (isinstance(value, float) and not math.isnan(value))
+    )
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, _SCALARS)
+
+
+def _check(field: FieldSchema, values: list[Any], accepted: Any, expected: str) -> None:
+    """EncodingError naming the first row whose value `accepted` refuses."""
+    valid = list(map(accepted, values))
+    if not all(valid):
+        row = valid.index(False)
+        raise EncodingError(
+            f"field {field.source!r} needs {expected}, got {values[row]!r}", field=field.source, row=row
+        )
+
+
+def _numbers(field: FieldSchema, values: list[Any]) -> np.ndarray:
+    """Raw values as float64, missing as NaN; a non-number or an infinity is an EncodingError."""
+    _check(field, values, _is_number_or_missing, "a number")
+    numbers = np.asarray(values, dtype=np.float64)  # None -> NaN
+    infinite = np.flatnonzero(np.isinf(numbers))
+    if infinite.size:
+        row = int(infinite[0])
+        raise EncodingError(
+            f"field {field.source!r} needs a finite number, got {values[row]!r}", field=field.source, row=row
+        )
+    return numbers
+
+
 def _canonical(key: Any) -> str:
     """The vocabulary form of a raw key: integral floats lose their '.0' so they match ints."""
     if isinstance(key, float) and key.is_integer():
@@ -74,17 +101,20 @@ def _canonical(key: Any) -> str:
     return str(key)
 
 
-def _is_scalar_or_list(field: FieldSchema, value: Any) -> bool:
-    """Whether a raw value has a type the field accepts (used to name the row of a TypeError)."""
-    scalar = (str, int, float, type(None))
-    if field.feature_type is FeatureType.SEQUENCE and isinstance(value, list | tuple):
-        return all(isinstance(v, scalar) for v in value)
-    return isinstance(value, scalar)
+def _numeric_alias(key: str) -> int | float | None:
+    """The number whose canonical form is `key` ("196" -> 196, "0.5" -> 0.5), else None."""
+    try:
+        number = float(key)
+    except ValueError:
+        return None
+    if not math.isfinite(number) or _canonical(number) != key:
+        return None
+    return int(number) if number.is_integer() else number
 
 
 def _bucket_label(boundary: float) -> str:
     """The vocabulary key of a bucket: its boundary, integral boundaries without '.0'."""
-    return str(int(boundary)) if boundary.is_integer() else str(boundary)
+    return _canonical(boundary)
 
 
 def _keys(field: FieldSchema, values: list[Any]) -> list[Any]:
@@ -96,41 +126,36 @@ def _keys(field: FieldSchema, values: list[Any]) -> list[Any]:
         position = np.searchsorted(np.asarray(transform.boundaries), numbers, side="right") - 1
         position[(position < 0) | np.isnan(numbers)] = -1  # below the first boundary or missing
         return labels[position].tolist()  # type: ignore[no-any-return]
+    _check(field, values, _is_scalar_or_missing, "a string or a number")
     if transform.kind is TransformKind.PREFIX:
-        raw = np.array(values, dtype=object)
-        missing = raw == None  # noqa: E711  (elementwise comparison)
-        prefixes = np.array(list(map(str, values)), dtype=f"<U{transform.length}").astype(object)
-        prefixes[missing] = None
+        present = np.fromiter(map(_is_present, values), dtype=bool, count=len(values))
+        prefixes = np.array(list(map(_canonical, values)), dtype=f"<U{transform.length}").astype(object)
+        prefixes[~present] = None
         return prefixes.tolist()  # type: ignore[no-any-return]
     return values
 
 
-def _tokens(field: FieldSchema, values: list[Any]) -> list[list[Any]]:
-    """Tokens of a SEQUENCE field's raw values: a string is split, a list taken as is, None is empty."""
+def _tokens(field: FieldSchema, values: list[Any]) -> list[Sequence[Any]]:
+    """Tokens of a SEQUENCE field's raw values: a string is split, a list taken as is, missing is empty."""
+    _check(field, values, _is_sequence_or_missing, f"a list or a {field.transform.separator!r}-separated string")
     separator = field.transform.separator
 
-    def split(value: Any) -> list[Any]:
-        if value is None or _is_nan(value):
-            return []
+    def split(value: Any) -> Sequence[Any]:
         if isinstance(value, str):
             return [token for token in value.split(separator) if token]
-        if isinstance(value, list | tuple | np.ndarray):
-            return list(value)
-        raise EncodingError(
-            f"field {field.source!r} needs a list or a {separator!r}-separated string, got {value!r}",
-            field=field.source,
-        )
+        return () if value is None or isinstance(value, float) else value
 
     return list(map(split, values))
 
 
 def _lookup_table(vocabulary: Sequence[str]) -> dict[Any, int]:
-    """Key -> index from 1; integer-like keys are also reachable by their int (and so float) value."""
+    """Key -> index from 1; number-like keys are also reachable by their number ("196" by 196 and 196.0)."""
     table: dict[Any, int] = {}
     for index, key in enumerate(vocabulary, start=1):
         table[key] = index
-        if key.lstrip("-").isdigit() and str(int(key)) == key:
-            table[int(key)] = index
+        alias = _numeric_alias(key)
+        if alias is not None:
+            table[alias] = index
     return table
 
 
@@ -190,16 +215,7 @@ class FeatureEncoder:
                 raise EncodingError(
                     f"field {field.source!r} has {len(values)} values for {num_rows} rows", field=field.source
                 )
-            try:
-                features[name], oov_rows[name] = self._encode_field(field, values)
-            except EncodingError as exc:
-                exc.field = field.source
-                raise
-            except TypeError as exc:  # an unhashable value: a list or an object where one value belongs
-                row = next((i for i, v in enumerate(values) if not _is_scalar_or_list(field, v)), None)
-                raise EncodingError(
-                    f"field {field.source!r} has a value of the wrong type: {exc}", field=field.source, row=row
-                ) from exc
+            features[name], oov_rows[name] = self._encode_field(field, values)
         return EncodedBatch(features, oov_rows, num_rows)
 
     def encode_frame(self, frame: pd.DataFrame) -> EncodedBatch:
@@ -221,15 +237,21 @@ class FeatureEncoder:
 
     @staticmethod
     def _encode_sequence(field: FieldSchema, table: dict[Any, int], values: list[Any]) -> tuple[np.ndarray, int]:
-        tokens = [t[: field.max_length] for t in _tokens(field, values)]
+        tokens = _tokens(field, values)
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        flat = list(chain.from_iterable(tokens))
-        indices = np.fromiter(map(table.get, flat, repeat(OOV_INDEX)), dtype=np.int64, count=len(flat))
+        try:
+            flat = np.fromiter(
+                map(table.get, chain.from_iterable(tokens), repeat(OOV_INDEX)), dtype=np.int64, count=int(lengths.sum())
+            )
+        except TypeError:  # an unhashable token: name its row
+            _check(field, values, lambda v: all(map(_is_token, _tokens(field, [v])[0])), "a list of strings")
+            raise
         rows = np.repeat(np.arange(len(tokens)), lengths)
-        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        positions = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        kept = positions < field.max_length  # the first max_length tokens of each row
         out = np.zeros((len(tokens), field.max_length), dtype=np.int64)  # (B, L)
-        out[rows, np.arange(len(flat)) - starts] = indices
-        unknown = np.bincount(rows[indices == OOV_INDEX], minlength=len(tokens)) > 0
+        out[rows[kept], positions[kept]] = flat[kept]
+        unknown = np.bincount(rows[kept & (flat == OOV_INDEX)], minlength=len(tokens)) > 0
         return out, int((unknown | (lengths == 0)).sum())
 
 
@@ -251,9 +273,11 @@ def fit_schema(schema: DatasetSchema, frame: pd.DataFrame, min_frequency: int = 
             raise SchemaError(f"field {field.name!r} reads column {field.source!r}, which the data lacks")
         values = frame[field.source].tolist()
         if field.feature_type is FeatureType.DENSE:
-            numbers = _numbers(field, values)
-            std = float(np.nanstd(numbers))
-            fitted.append(replace(field, mean=float(np.nanmean(numbers)), std=std if std > 0 else 1.0))
+            present = _numbers(field, values)
+            present = present[~np.isnan(present)]
+            std = float(present.std()) if present.size else 0.0
+            mean = float(present.mean()) if present.size else 0.0
+            fitted.append(replace(field, mean=mean, std=std if std > 0 else 1.0))
             continue
         if field.feature_type is FeatureType.SEQUENCE:
             keys: Iterable[Any] = chain.from_iterable(_tokens(field, values))

@@ -7,7 +7,8 @@ training split only. Two protocols:
 - leave_one_out: per user by timestamp, the last rating is the test query and the second-to-last
   the validation query (users with fewer than 3 ratings train only). Training rows are every train
   rating plus `num_negatives` unrated movies per rating (label 0), drawn anew each epoch. Each
-  held-out rating is ranked against `num_eval_negatives` unrated movies drawn once with `eval_seed`.
+  held-out test rating is ranked against `num_eval_negatives` unrated movies drawn once with
+  `eval_seed` (`num_val_negatives` for validation, which only steers early stopping: fewer is faster).
 - random_split: explicit ratings only, shuffled with `split_seed` into train/val/test.
 """
 
@@ -154,8 +155,8 @@ class MovieLensAdapter:
         if self.config.protocol == "leave_one_out":
             rated = np.sort(self._pair_keys(ratings["user_id"], ratings["movie_id"]))
             train_ds: CTRDataset = ResampledDataset(lambda epoch: self._with_negatives(train, rated, epoch))
-            val = self._eval_queries(val, rated, seed=self.config.eval_seed)
-            test = self._eval_queries(test, rated, seed=self.config.eval_seed + 1)
+            val = self._eval_queries(val, rated, self.config.num_val_negatives, seed=self.config.eval_seed)
+            test = self._eval_queries(test, rated, self.config.num_eval_negatives, seed=self.config.eval_seed + 1)
         else:
             train_ds = self.dataset(train)
         self.splits = {"train": train, "val": val, "test": test}
@@ -218,8 +219,8 @@ class MovieLensAdapter:
         rows = pd.concat([train[["user_id", "movie_id", LABEL]], negatives], ignore_index=True)
         return self._features(rows), torch.from_numpy(rows[LABEL].to_numpy(dtype=np.float32, copy=True))
 
-    def _eval_queries(self, held_out: pd.DataFrame, rated: np.ndarray, seed: int) -> pd.DataFrame:
-        """Each held-out rating followed by up to `num_eval_negatives` distinct unrated movies."""
+    def _eval_queries(self, held_out: pd.DataFrame, rated: np.ndarray, num_negatives: int, seed: int) -> pd.DataFrame:
+        """Each held-out rating followed by up to `num_negatives` distinct unrated movies."""
         rng = np.random.default_rng(seed)
         movie_ids = self.tables.movies["movie_id"].to_numpy()
         stride = int(movie_ids.max()) + 1
@@ -228,7 +229,7 @@ class MovieLensAdapter:
             low, high = np.searchsorted(rated, [user_id * stride, (user_id + 1) * stride])
             user_rated = rated[low:high] - int(user_id) * stride
             candidates = np.setdiff1d(movie_ids, user_rated)
-            take = min(self.config.num_eval_negatives, len(candidates))
+            take = min(num_negatives, len(candidates))
             negatives = rng.choice(candidates, size=take, replace=False)
             parts.append(
                 pd.DataFrame(

@@ -68,6 +68,7 @@ class EpochRecord:
     train_loss: float
     val_auc: float
     val_logloss: float
+    val_hr_at_10: float  # NaN when the validation set has no ranking queries
     lr: float
     seconds: float
     samples_per_second: float
@@ -133,14 +134,16 @@ class Trainer:
                 train_loss=train_loss,
                 val_auc=val_metrics["auc"],
                 val_logloss=val_metrics["logloss"],
+                val_hr_at_10=val_metrics.get("hr@10", float("nan")),
                 lr=self.optimizer.param_groups[0]["lr"],
                 seconds=seconds,
                 samples_per_second=len(train) / seconds,
             )
             history.epochs.append(record)
             logger.info(
-                "epoch %d: train_loss=%.4f val_auc=%.4f val_logloss=%.4f lr=%.2g %.1fs (%.0f samples/s)",
-                epoch, train_loss, record.val_auc, record.val_logloss, record.lr, seconds, record.samples_per_second,
+                "epoch %d: train_loss=%.4f val_auc=%.4f val_logloss=%.4f val_hr@10=%.4f lr=%.2g %.1fs (%.0f samples/s)",
+                epoch, train_loss, record.val_auc, record.val_logloss, record.val_hr_at_10, record.lr, seconds,
+                record.samples_per_second,
             )  # fmt: skip
             if record.val_auc > history.best_val_auc:
                 history.best_epoch, history.best_val_auc = epoch, record.val_auc

@@ -1,0 +1,148 @@
+"""Quality benchmark: the three models x 3 seeds on MovieLens-100K, plus the plain CTR protocol.
+
+    .venv/bin/python benchmarks/quality_bench.py [--seeds 1 2 3] [--models deepfm xdeepfm attention_deepfm]
+
+Leave-one-out protocol (each held-out rating ranked against 999 unrated movies): test AUC, logloss,
+HR@K and NDCG@K, mean and std over seeds, against the seed project's published figures. Random-split
+protocol (explicit ratings only, 80/10/10): test AUC and logloss. Also training speed on this machine.
+Writes benchmarks/results/quality_bench.md and .json; run directories go under runs/quality_bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepfm.config import ExperimentConfig
+from deepfm.training.experiment import train_experiment
+
+RESULTS = Path(__file__).parent / "results"
+TARGETS = {  # the seed project's published test figures under the leave-one-out protocol
+    "deepfm": {"auc": 0.906, "hr@10": 0.216, "ndcg@10": 0.117},
+    "xdeepfm": {"auc": 0.907, "hr@10": 0.220, "ndcg@10": 0.114},
+    "attention_deepfm": {"auc": 0.905, "hr@10": 0.202, "ndcg@10": 0.107},
+}
+LOO_METRICS = ("auc", "logloss", "hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")
+
+
+def run(model: str, seed: int, protocol: str, overrides: list[str]) -> dict[str, Any]:
+    """Train and test one (model, seed, protocol); returns its metrics.json content."""
+    config = ExperimentConfig.from_yaml(Path("configs") / f"{model}_movielens.yaml").with_overrides(
+        [
+            f"training.seed={seed}",
+            f"data.sample_seed={seed}",
+            f"data.protocol={protocol}",
+            "training.progress=false",
+            *overrides,
+        ]
+    )
+    run_dir = Path("runs/quality_bench") / f"{model}-{protocol}-seed{seed}"
+    return train_experiment(config, run_dir).metrics
+
+
+def mean_std(values: list[float]) -> str:
+    """'mean ± std' with 4 decimals."""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {spread:.4f}"
+
+
+def report(results: dict[str, dict[str, list[dict[str, Any]]]], command: str) -> str:
+    """The markdown report."""
+    lines = [
+        "# Quality benchmark: MovieLens-100K",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads.",
+        "",
+        "## Leave-one-out protocol (test: each user's last rating + 999 unrated movies)",
+        "",
+        "Mean ± std over seeds. HR@K and NDCG@K over users whose held-out rating is a click (rating >= 4).",
+        "",
+        "| model | seeds | " + " | ".join(LOO_METRICS) + " | target AUC / HR@10 / NDCG@10 | met |",
+        "|---|---|" + "---|" * len(LOO_METRICS) + "---|---|",
+    ]
+    for model, by_protocol in results.items():
+        runs = by_protocol.get("leave_one_out", [])
+        if not runs:
+            continue
+        means = {m: statistics.fmean(r["test"][m] for r in runs) for m in LOO_METRICS}
+        target = TARGETS[model]
+        met = all(means[m] >= target[m] for m in target)
+        cells = " | ".join(mean_std([r["test"][m] for r in runs]) for m in LOO_METRICS)
+        goal = f"{target['auc']} / {target['hr@10']} / {target['ndcg@10']}"
+        lines.append(f"| {model} | {len(runs)} | {cells} | {goal} | {'yes' if met else 'no'} |")
+    lines += ["", "Per seed:", "", "| model | seed | best epoch | AUC | HR@10 | NDCG@10 |", "|---|---|---|---|---|---|"]
+    for model, by_protocol in results.items():
+        for r in by_protocol.get("leave_one_out", []):
+            t = r["test"]
+            lines.append(
+                f"| {model} | {r['seed']} | {r['val']['best_epoch']} | {t['auc']:.4f} | {t['hr@10']:.4f} "
+                f"| {t['ndcg@10']:.4f} |"
+            )
+    lines += [
+        "",
+        "## Random-split protocol (explicit ratings only, 80/10/10, label rating >= 4)",
+        "",
+        "| model | seeds | AUC | logloss |",
+        "|---|---|---|---|",
+    ]
+    for model, by_protocol in results.items():
+        runs = by_protocol.get("random_split", [])
+        if runs:
+            auc = mean_std([r["test"]["auc"] for r in runs])
+            logloss = mean_std([r["test"]["logloss"] for r in runs])
+            lines.append(f"| {model} | {len(runs)} | {auc} | {logloss} |")
+    lines += [
+        "",
+        "## Training speed (leave-one-out, 490,570 rows per epoch; median over runs)",
+        "",
+        "| model | parameters | samples/s | seconds/epoch (training only) |",
+        "|---|---|---|---|",
+    ]
+    for model, by_protocol in results.items():
+        runs = by_protocol.get("leave_one_out", [])
+        if runs:
+            speed = statistics.median(r["train_samples_per_second"] for r in runs)
+            epoch = statistics.median(r["seconds_per_epoch"] for r in runs)
+            lines.append(f"| {model} | {runs[0]['num_parameters']:,} | {speed:,.0f} | {epoch:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(TARGETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--protocols", nargs="+", default=["leave_one_out", "random_split"])
+    parser.add_argument("--override", "-o", action="append", default=[], help="config override for every run")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    command = "python benchmarks/quality_bench.py " + " ".join(
+        [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}"]
+        + [f"--protocols {' '.join(args.protocols)}"]
+        + [f"-o {o}" for o in args.override]
+    )
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    RESULTS.mkdir(exist_ok=True)
+    for protocol in args.protocols:
+        for model in args.models:
+            for seed in args.seeds:
+                metrics = run(model, seed, protocol, args.override)
+                metrics.pop("history", None)
+                results.setdefault(model, {}).setdefault(protocol, []).append(metrics)
+                (RESULTS / "quality_bench.json").write_text(json.dumps(results, indent=2))
+                (RESULTS / "quality_bench.md").write_text(report(results, command))
+    print(report(results, command))
+
+
+if __name__ == "__main__":
+    main()

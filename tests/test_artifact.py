@@ -1,0 +1,401 @@
+"""The exported artifact: versioned atomic export, and a loader that names the file at fault."""
+
+# No `from __future__ import annotations`: TorchScript reads the model classes' annotations as objects.
+
+import ast
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from deepfm import artifact as artifact_module
+from deepfm.artifact import (
+    METADATA_FILE,
+    MODEL_FILE,
+    SCHEMA_FILE,
+    export_artifact,
+    list_models,
+    list_versions,
+    load_artifact,
+    probe_batch,
+)
+from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind
+from deepfm.errors import ArtifactError
+
+NAME = "tiny"
+CONFIG = {"model": {"name": "tiny", "dnn_hidden_units": [4, 2]}, "training": {"lr": 5e-4}}
+METRICS = {"auc": 0.75, "logloss": 0.5}
+
+
+class TinyCTR(nn.Module):
+    """Sum of one-wide embeddings (sequences summed) plus a weighted sum of dense values: logits (B,)."""
+
+    dense_names: list[str]
+
+    def __init__(self, schema: DatasetSchema, vocabulary_shrink: int = 0) -> None:
+        super().__init__()
+        self.embeddings = nn.ModuleDict(
+            {
+                f.name: nn.Embedding(f.vocabulary_size - vocabulary_shrink, 1)
+                for f in schema.fields.values()
+                if f.is_categorical
+            }
+        )
+        self.dense_names = [f.name for f in schema.dense_fields]
+        self.dense_weight = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        logits = torch.zeros(batch[self.dense_names[0]].shape[0])
+        for name, embedding in self.embeddings.items():
+            embedded = embedding(batch[name])  # (B, 1) or (B, L, 1)
+            if embedded.dim() == 3:
+                embedded = embedded.sum(dim=1)  # (B, 1)
+            logits = logits + embedded.squeeze(1)
+        for name in self.dense_names:
+            logits = logits + self.dense_weight * batch[name]
+        return logits  # (B,)
+
+
+class NaNCTR(TinyCTR):
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return torch.full((batch[self.dense_names[0]].shape[0],), float("nan"))
+
+
+class WideCTR(TinyCTR):
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        return torch.zeros(batch[self.dense_names[0]].shape[0], 2)  # (B, 2), not (B,)
+
+
+class Unscriptable(nn.Module):
+    """`batch` is unannotated, so TorchScript takes it for a Tensor and cannot index it by name."""
+
+    def forward(self, batch):
+        return batch["user"].float()
+
+
+@pytest.fixture
+def schema() -> DatasetSchema:
+    """A fitted schema with a sparse, a sequence and a dense field."""
+    return DatasetSchema(
+        [
+            FieldSchema("user", FeatureType.SPARSE, vocabulary_size=4, embedding_dim=4, vocabulary=("a", "b", "c")),
+            FieldSchema(
+                "tags",
+                FeatureType.SEQUENCE,
+                vocabulary_size=3,
+                embedding_dim=4,
+                max_length=3,
+                transform=Transform(TransformKind.SPLIT),
+                vocabulary=("x", "y"),
+            ),
+            FieldSchema("price", FeatureType.DENSE, embedding_dim=1, mean=2.0, std=0.5),
+        ]
+    )
+
+
+@pytest.fixture
+def model(schema: DatasetSchema) -> TinyCTR:
+    torch.manual_seed(0)
+    return TinyCTR(schema)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "models_store"
+
+
+def export(model: nn.Module, schema: DatasetSchema, store: Path) -> Path:
+    return export_artifact(model, schema, store, NAME, config=CONFIG, metrics=METRICS)
+
+
+@pytest.fixture
+def exported(model: TinyCTR, schema: DatasetSchema, store: Path) -> Path:
+    """The directory of version 1 of the tiny model."""
+    return export(model, schema, store)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in directory.iterdir()}
+
+
+def batch_for(schema: DatasetSchema) -> dict[str, Tensor]:
+    return {
+        "user": torch.tensor([0, 1, 3, 2]),
+        "tags": torch.tensor([[1, 2, 0], [0, 0, 0], [2, 2, 2], [1, 0, 0]]),  # (B, L)
+        "price": torch.tensor([0.0, -1.5, 2.0, 0.25]),
+    }
+
+
+# --- export -----------------------------------------------------------------------------------------------------
+
+
+def test_export_writes_the_three_files_with_their_checksums(exported: Path, store: Path, schema: DatasetSchema) -> None:
+    metadata = json.loads((exported / METADATA_FILE).read_text())
+
+    assert exported == store / NAME / "1"
+    assert sorted(p.name for p in exported.iterdir()) == sorted([MODEL_FILE, SCHEMA_FILE, METADATA_FILE])
+    assert metadata["files"] == {MODEL_FILE: sha256(exported / MODEL_FILE), SCHEMA_FILE: sha256(exported / SCHEMA_FILE)}
+    assert DatasetSchema.from_json((exported / SCHEMA_FILE).read_text()) == schema
+
+
+def test_metadata_records_the_run(exported: Path) -> None:
+    metadata = json.loads((exported / METADATA_FILE).read_text())
+
+    assert metadata["format_version"] == 1
+    assert metadata["model_name"] == NAME
+    assert metadata["version"] == 1
+    assert metadata["config"] == CONFIG
+    assert metadata["metrics"] == METRICS
+    created = datetime.fromisoformat(metadata["created_at"])
+    assert created.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - created) < timedelta(minutes=5)
+    versions = metadata["library_versions"]
+    assert set(versions) == {"python", "deepfm", "torch", "numpy", "pandas"}
+    assert versions["torch"] == torch.__version__
+
+
+def test_versions_increase_and_earlier_ones_are_untouched(
+    exported: Path, model: TinyCTR, schema: DatasetSchema, store: Path
+) -> None:
+    before = snapshot(exported)
+
+    second = export(model, schema, store)
+    third = export(model, schema, store)
+
+    assert [second.name, third.name] == ["2", "3"]
+    assert json.loads((third / METADATA_FILE).read_text())["version"] == 3
+    assert list_versions(store, NAME) == [1, 2, 3]
+    assert snapshot(exported) == before
+    assert sorted(p.name for p in (store / NAME).iterdir()) == ["1", "2", "3"]  # no staging directory left
+
+
+def _failing_save(module: torch.jit.ScriptModule, path: str | Path) -> None:
+    Path(path).write_bytes(b"half a model")
+    raise OSError("disk full")
+
+
+def _failing_versions() -> dict[str, str]:
+    raise OSError("disk full")
+
+
+@pytest.mark.parametrize(
+    ("target", "replacement"),
+    [("deepfm.artifact.jit.save", _failing_save), ("deepfm.artifact.library_versions", _failing_versions)],
+)
+def test_failed_export_leaves_no_version_and_no_staging_directory(
+    exported: Path,
+    model: TinyCTR,
+    schema: DatasetSchema,
+    store: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    replacement: Callable[..., Any],
+) -> None:
+    before = snapshot(exported)
+    monkeypatch.setattr(target, replacement)
+
+    with pytest.raises(OSError, match="disk full"):
+        export(model, schema, store)
+
+    assert [p.name for p in (store / NAME).iterdir()] == ["1"]
+    assert snapshot(exported) == before
+    monkeypatch.undo()
+    assert export(model, schema, store).name == "2"  # the failure did not use up a version number
+
+
+def test_unscriptable_model_fails_before_writing_anything(schema: DatasetSchema, store: Path) -> None:
+    with pytest.raises(RuntimeError, match="indexing tensor"):
+        export(Unscriptable(), schema, store)
+
+    assert list((store / NAME).iterdir()) == []
+    assert list_versions(store, NAME) == []
+    assert list_models(store) == []
+
+
+# --- load -------------------------------------------------------------------------------------------------------
+
+
+def test_load_round_trip_scores_like_the_model(exported: Path, model: TinyCTR, schema: DatasetSchema) -> None:
+    loaded = load_artifact(exported)
+    batch = batch_for(schema)
+
+    assert (loaded.model_name, loaded.version, loaded.path) == (NAME, 1, exported)
+    assert loaded.schema == schema
+    assert loaded.metadata["metrics"] == METRICS
+    assert list(loaded.model.field_names) == schema.field_names
+    with torch.no_grad():
+        expected = torch.sigmoid(model(batch))
+    torch.testing.assert_close(loaded.predict(batch), expected)
+
+
+def _rewrite(directory: Path, name: str, change: Callable[[bytes], bytes], *, fix_checksum: bool) -> None:
+    """Change a file of an artifact, and (optionally) its recorded sha256 so the loader reads on."""
+    path = directory / name
+    path.write_bytes(change(path.read_bytes()))
+    if fix_checksum:
+        metadata = json.loads((directory / METADATA_FILE).read_text())
+        metadata["files"][name] = sha256(path)
+        (directory / METADATA_FILE).write_text(json.dumps(metadata))
+
+
+def _json_change(edit: Callable[[dict[str, Any]], None]) -> Callable[[bytes], bytes]:
+    def change(raw: bytes) -> bytes:
+        data = json.loads(raw)
+        edit(data)
+        return json.dumps(data).encode()
+
+    return change
+
+
+def _flip(start: int, stop: int) -> Callable[[bytes], bytes]:
+    def change(raw: bytes) -> bytes:
+        return raw[:start] + bytes(b ^ 0xFF for b in raw[start:stop]) + raw[stop:]
+
+    return change
+
+
+def _unfit(data: dict[str, Any]) -> None:
+    data["fields"][0]["vocabulary"] = None
+
+
+def _reorder(data: dict[str, Any]) -> None:
+    data["fields"].reverse()
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "fix_checksum", "message"),
+    [
+        (METADATA_FILE, lambda raw: b"{not json", False, "not valid JSON"),
+        (METADATA_FILE, lambda raw: b"[1, 2]", False, "must hold a JSON object"),
+        (METADATA_FILE, _json_change(lambda d: d.update(format_version=2)), False, "format_version 2, expected 1"),
+        (METADATA_FILE, _json_change(lambda d: d.pop("files")), False, "no 'files' checksums"),
+        (METADATA_FILE, _json_change(lambda d: d.update(version=5)), False, "version 5 in a directory named 1"),
+        (SCHEMA_FILE, lambda raw: raw + b" ", False, "sha256 does not match"),
+        (MODEL_FILE, _flip(100, 104), False, "sha256 does not match"),
+        (MODEL_FILE, _flip(0, 16), True, "not a loadable TorchScript model"),
+        (MODEL_FILE, lambda raw: raw[: len(raw) // 2], True, "not a loadable TorchScript model"),
+        (SCHEMA_FILE, lambda raw: raw[:-10], True, "not valid JSON"),
+        (SCHEMA_FILE, _json_change(lambda d: d.update(format_version=9)), True, "format_version 9"),
+        (SCHEMA_FILE, _json_change(_unfit), True, "no vocabulary"),
+    ],
+    ids=[
+        "metadata-bad-json",
+        "metadata-not-object",
+        "metadata-format-version",
+        "metadata-no-checksums",
+        "metadata-version-mismatch",
+        "schema-checksum",
+        "model-checksum",
+        "model-corrupted-header",
+        "model-truncated",
+        "schema-bad-json",
+        "schema-format-version",
+        "schema-unfitted",
+    ],
+)
+def test_load_refuses_a_damaged_artifact_naming_the_file(
+    exported: Path, name: str, change: Callable[[bytes], bytes], fix_checksum: bool, message: str
+) -> None:
+    _rewrite(exported, name, change, fix_checksum=fix_checksum)
+
+    with pytest.raises(ArtifactError, match=message) as info:
+        load_artifact(exported)
+
+    assert info.value.path == str(exported / name)
+    assert str(exported / name) in str(info.value)
+
+
+@pytest.mark.parametrize("name", [MODEL_FILE, SCHEMA_FILE, METADATA_FILE])
+def test_load_refuses_a_missing_file(exported: Path, name: str) -> None:
+    (exported / name).unlink()
+
+    with pytest.raises(ArtifactError, match="missing from the artifact") as info:
+        load_artifact(exported)
+
+    assert info.value.path == str(exported / name)
+
+
+def test_load_refuses_a_schema_that_disagrees_with_the_model(exported: Path) -> None:
+    _rewrite(exported, SCHEMA_FILE, _json_change(_reorder), fix_checksum=True)
+
+    with pytest.raises(ArtifactError, match=r"model reads fields \['user', 'tags', 'price'\]") as info:
+        load_artifact(exported)
+
+    assert info.value.path == str(exported / MODEL_FILE)
+
+
+@pytest.mark.parametrize(
+    ("make_model", "message"),
+    [
+        (NaNCTR, "not probabilities"),
+        (WideCTR, "not probabilities of shape"),
+        (lambda schema: TinyCTR(schema, vocabulary_shrink=1), "fails on a probe batch"),  # last index out of range
+    ],
+    ids=["nan", "wrong-shape", "index-out-of-range"],
+)
+def test_load_refuses_a_model_that_fails_the_probe_batch(
+    schema: DatasetSchema, store: Path, make_model: Callable[[DatasetSchema], nn.Module], message: str
+) -> None:
+    path = export(make_model(schema), schema, store)
+
+    with pytest.raises(ArtifactError, match=message) as info:
+        load_artifact(path)
+
+    assert info.value.path == str(path / MODEL_FILE)
+
+
+# --- store listing and probe batch ------------------------------------------------------------------------------
+
+
+def test_list_versions_ignores_hidden_and_temporary_entries(tmp_path: Path) -> None:
+    root = tmp_path / NAME
+    for name in ("1", "2", "10", ".staging-abc123", ".3", "4.tmp", "tmp", "latest"):
+        (root / name).mkdir(parents=True)
+    (root / "5").write_text("a file, not a version")
+    (tmp_path / "empty_model" / ".staging-x").mkdir(parents=True)
+
+    assert list_versions(tmp_path, NAME) == [1, 2, 10]
+    assert list_versions(tmp_path, "absent") == []
+    assert list_models(tmp_path) == [NAME]
+    assert list_models(tmp_path / "no_store") == []
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_probe_batch_touches_index_zero_and_the_last_index(schema: DatasetSchema, batch_size: int) -> None:
+    batch = probe_batch(schema, batch_size)
+
+    assert list(batch) == schema.field_names
+    assert batch["user"].shape == (batch_size,) and batch["user"].dtype == torch.int64
+    assert batch["tags"].shape == (batch_size, 3) and batch["tags"].dtype == torch.int64
+    assert batch["price"].shape == (batch_size,) and batch["price"].dtype == torch.float32
+    assert batch["user"].tolist() == [0] + [3] * (batch_size - 1)
+    assert batch["tags"].tolist() == [[0, 0, 0]] + [[2, 2, 2]] * (batch_size - 1)
+    assert not batch["price"].any()
+
+
+def test_artifact_module_imports_no_model_or_training_code() -> None:
+    """The service imports this module: it must not pull in models, training or dataset code."""
+    tree = ast.parse(Path(artifact_module.__file__).read_text())
+
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:  # `from deepfm import jit` names deepfm.jit
+            imported |= {
+                f"{node.module}.{alias.name}" if node.module == "deepfm" else node.module for alias in node.names
+            }
+
+    assert "deepfm.data.schema" in imported
+    forbidden = ("deepfm.models", "deepfm.training", "deepfm.data.dataset", "deepfm.data.movielens", "deepfm.cli")
+    assert sorted(m for m in imported if m.startswith(forbidden)) == []
