@@ -41,11 +41,13 @@ def test_ranking_metrics_on_hand_made_queries() -> None:
     # query 1: target (click) ranked 1st -> hit everywhere, ndcg 1
     # query 2: target is not a click -> not counted
     # query 3: target (click) ranked 7th -> miss@5, hit@10
-    scores = np.array(
-        [0.5, 0.9, 0.8, 0.1]  # query 0
-        + [0.9, 0.1, 0.2]  # query 1
-        + [0.1, 0.9]  # query 2
-        + [0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.1, 0.2]  # query 3: 6 negatives above
+    scores = np.concatenate(
+        [
+            [0.5, 0.9, 0.8, 0.1],  # query 0
+            [0.9, 0.1, 0.2],  # query 1
+            [0.1, 0.9],  # query 2
+            [0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.1, 0.2],  # query 3: 6 negatives above
+        ]
     )
     labels = np.zeros(len(scores))
     is_target = np.zeros(len(scores), dtype=bool)
