@@ -25,8 +25,8 @@ def test_defaults_describe_deepfm_on_movielens(monkeypatch: pytest.MonkeyPatch) 
     assert config.model.dnn_hidden_units == (256, 128, 64)
     assert config.feature.fm_embed_dim == 16
     assert config.feature.embedding_dims == {}
-    assert config.training.lr == 1e-3
-    assert config.training.num_threads == 2
+    assert config.training.lr == 2e-3
+    assert config.training.num_threads == 1
 
 
 def test_data_dir_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_partial_yaml_keeps_the_other_defaults(tmp_path: Path) -> None:
     assert config.model.name == "xdeepfm"
     assert config.training.epochs == 5  # an override wins over the file
     assert config.training.lr == 2e-3  # YAML 1.1 reads 2e-3 as a string: coerced to a float
-    assert config.training.batch_size == 1024
+    assert config.training.batch_size == 2048
 
 
 def test_empty_yaml_is_the_default_config(tmp_path: Path) -> None:

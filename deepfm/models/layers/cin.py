@@ -57,7 +57,11 @@ class CIN(nn.Module):
         pooled: list[Tensor] = []
         for i, conv in enumerate(self.conv_layers):
             z = x0.unsqueeze(2) * hidden.unsqueeze(1)  # (B, F, H, D)
-            z = conv(z.reshape(batch_size, -1, embed_dim))  # (B, F*H, D) -> (B, H_k, D)
+            # The 1x1 convolution as one matmul (faster on CPU than conv1d): (B, F*H, D) -> (B, H_k, D)
+            z = torch.matmul(conv.weight.squeeze(2), z.reshape(batch_size, -1, embed_dim))
+            bias = conv.bias
+            if bias is not None:
+                z = z + bias.unsqueeze(1)
             if self.split_half and i < last:
                 direct, hidden = z.chunk(2, dim=1)  # (B, H_k/2, D) each
             else:
