@@ -58,11 +58,10 @@ class CIN(nn.Module):
         for i, conv in enumerate(self.conv_layers):
             z = x0.unsqueeze(2) * hidden.unsqueeze(1)  # (B, F, H, D)
             # The 1x1 convolution as one matmul (faster on CPU than conv1d): (B, F*H, D) -> (B, H_k, D)
-            weight: Tensor = conv.weight  # type: ignore[assignment]  # (H_k, F*H, 1); a Conv1d, mypy sees a Module
-            z = torch.matmul(weight.squeeze(2), z.reshape(batch_size, -1, embed_dim))
-            bias: Tensor | None = conv.bias  # type: ignore[assignment]
+            z = torch.matmul(conv.weight[:, :, 0], z.reshape(batch_size, -1, embed_dim))  # type: ignore[index]
+            bias = conv.bias
             if bias is not None:
-                z = z + bias.unsqueeze(1)
+                z = z + bias.unsqueeze(1)  # type: ignore[operator]
             if self.split_half and i < last:
                 direct, hidden = z.chunk(2, dim=1)  # (B, H_k/2, D) each
             else:
