@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= models_store
 
-.PHONY: install serve test test-all lint format train-defaults bench-encoding bench-quality bench-serve bench-deploy clean
+.PHONY: install serve test test-all lint format deploy-check train-defaults bench-encoding bench-quality bench-serve \
+	bench-deploy clean
 
 # torch is installed first and pinned: 2.13.0 is the CPU build here; an open range would pull CUDA wheels.
 $(BIN)/.installed: pyproject.toml
@@ -38,6 +39,15 @@ train-defaults: install  ## retrain the three default models and export them int
 	for model in deepfm xdeepfm attention_deepfm; do \
 		$(BIN)/deepfm train --config configs/$${model}_movielens.yaml --export --store $(STORE) -o training.progress=false || exit 1; \
 	done
+
+deploy-check: install  ## static checks of Dockerfile, compose, k8s, nginx, prometheus (no Docker needed)
+	PATH="$(CURDIR)/$(BIN):$$PATH" sh deploy/check.sh
+
+bench-serve: install  ## service vs bare FastAPI vs model alone, batch 1 and 100 (loopback)
+	$(BIN)/python benchmarks/serve_bench.py
+
+bench-deploy: install  ## throughput and p99 through nginx, 1 and 2 replicas (needs nginx and wrk)
+	$(BIN)/python benchmarks/deploy_bench.py
 
 bench-encoding: install
 	$(BIN)/python benchmarks/encoding_bench.py

@@ -61,10 +61,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.main import run
+    from service.__main__ import main as serve
 
-    run(host=args.host, port=args.port, workers=args.workers)
-    return 0
+    given = {"host": args.host, "port": args.port, "workers": args.workers}
+    return serve([f"--{name}={value}" for name, value in given.items() if value is not None])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,9 @@ Column = Sequence[Any] | np.ndarray | pd.Series
 
 
 _SCALARS = (str, int, float, np.integer)  # numpy floats and strings subclass float and str
+_NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
+_SCALAR_TYPES: frozenset[type] = frozenset({str, int, float, type(None)})
+_SEQUENCE_TYPES: frozenset[type] = frozenset({list, tuple, str, type(None)})
 
 
 def _values(column: Column) -> list[Any]:
@@ -71,8 +74,15 @@ def _is_token(value: Any) -> bool:
     return isinstance(value, _SCALARS)
 
 
-def _check(field: FieldSchema, values: list[Any], accepted: Any, expected: str) -> None:
-    """EncodingError naming the first row whose value `accepted` refuses."""
+def _check(
+    field: FieldSchema, values: list[Any], accepted: Any, expected: str, fast_types: frozenset[type] = frozenset()
+) -> None:
+    """EncodingError naming the first row whose value `accepted` refuses.
+
+    When every value's exact type is in `fast_types` (the common case) no per-value call is made.
+    """
+    if set(map(type, values)) <= fast_types:
+        return
     valid = list(map(accepted, values))
     if not all(valid):
         row = valid.index(False)
@@ -83,7 +93,7 @@ def _check(field: FieldSchema, values: list[Any], accepted: Any, expected: str) 
 
 def _numbers(field: FieldSchema, values: list[Any]) -> np.ndarray:
     """Raw values as float64, missing as NaN; a non-number or an infinity is an EncodingError."""
-    _check(field, values, _is_number_or_missing, "a number")
+    _check(field, values, _is_number_or_missing, "a number", _NUMBER_TYPES)
     numbers = np.asarray(values, dtype=np.float64)  # None -> NaN
     infinite = np.flatnonzero(np.isinf(numbers))
     if infinite.size:
@@ -126,7 +136,7 @@ def _keys(field: FieldSchema, values: list[Any]) -> list[Any]:
         position = np.searchsorted(np.asarray(transform.boundaries), numbers, side="right") - 1
         position[(position < 0) | np.isnan(numbers)] = -1  # below the first boundary or missing
         return labels[position].tolist()  # type: ignore[no-any-return]
-    _check(field, values, _is_scalar_or_missing, "a string or a number")
+    _check(field, values, _is_scalar_or_missing, "a string or a number", _SCALAR_TYPES)
     if transform.kind is TransformKind.PREFIX:
         present = np.fromiter(map(_is_present, values), dtype=bool, count=len(values))
         prefixes = np.array(list(map(_canonical, values)), dtype=f"<U{transform.length}").astype(object)
@@ -137,7 +147,13 @@ def _keys(field: FieldSchema, values: list[Any]) -> list[Any]:
 
 def _tokens(field: FieldSchema, values: list[Any]) -> list[Sequence[Any]]:
     """Tokens of a SEQUENCE field's raw values: a string is split, a list taken as is, missing is empty."""
-    _check(field, values, _is_sequence_or_missing, f"a list or a {field.transform.separator!r}-separated string")
+    _check(
+        field,
+        values,
+        _is_sequence_or_missing,
+        f"a list or a {field.transform.separator!r}-separated string",
+        _SEQUENCE_TYPES,
+    )
     separator = field.transform.separator
 
     def split(value: Any) -> Sequence[Any]:

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Start one deepfm scoring replica: the command of the Docker image, of every scorer-<N> service in
+# docker-compose.yml and of the Kubernetes Deployment, and what tests/deploy and
+# benchmarks/deploy_bench.py start on loopback. Every setting is a DEEPFM_SERVE_* environment
+# variable (`python -m service --help` lists them); arguments are passed on to `python -m service`.
+set -eu
+
+# OpenMP and MKL size their thread pools from these variables when torch is imported, before the
+# service applies DEEPFM_SERVE_TORCH_THREADS: make them agree with it unless they are set.
+if [ -n "${DEEPFM_SERVE_TORCH_THREADS:-}" ]; then
+    : "${OMP_NUM_THREADS:=$DEEPFM_SERVE_TORCH_THREADS}"
+    : "${MKL_NUM_THREADS:=$OMP_NUM_THREADS}"
+    export OMP_NUM_THREADS MKL_NUM_THREADS
+fi
+
+# exec: the server becomes this process, so the SIGTERM of `docker stop` or Kubernetes reaches
+# uvicorn, which stops accepting, finishes the requests in flight and exits. (PROMETHEUS_MULTIPROC_DIR,
+# if set, is emptied by the service itself.)
+exec python -m service "$@"

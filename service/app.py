@@ -1,0 +1,114 @@
+"""The FastAPI app factory: settings in, an app with its models, scoring worker and reload poller out.
+
+The lifespan sets torch's thread count, loads and warms up every model (a start that cannot load
+the default model fails), starts the scoring worker and the reload poller; on shutdown (after
+uvicorn has finished the requests in flight) it stops the poller, lets the worker finish what is
+queued, and retires this process's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from service.batching import Batcher
+from service.errors import ErrorDetail, InvalidInputError, ServiceError
+from service.metrics import ServiceMetrics
+from service.middleware import RequestMiddleware, error_response
+from service.registry import ModelRegistry, ReloadPoller
+from service.routes import Service, api_router
+from service.schemas import PredictRequest
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Click-through-rate scoring with DeepFM-family models.
+
+Send raw feature values to `POST /predict`; `GET /schema` lists the fields a model reads, with
+examples. Every error has the shape `{"error": {"code", "message", "details": [{"instance", "field",
+"message"}]}}`.
+"""
+
+
+def as_service_error(exc: Exception) -> ServiceError:
+    """The ServiceError for an exception raised while handling a request."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        details = [ErrorDetail(e["msg"], None, ".".join(map(str, e["loc"][1:]))) for e in exc.errors()]
+        return InvalidInputError(f"{len(details)} problem(s) in the request", details)
+    if isinstance(exc, HTTPException):
+        return ServiceError.with_status(exc.status_code, str(exc.detail))
+    return ServiceError(str(exc))
+
+
+async def render_error(request: Request, exc: Exception) -> Response:
+    """The one exception handler: every error as `{"error": {...}}` with its HTTP status."""
+    return error_response(as_service_error(exc))
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with the predict body's schema (the route parses the body itself)."""
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        document["components"]["schemas"]["PredictRequest"] = PredictRequest.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The scoring service app.
+
+    Args:
+        settings: the service settings; read from the environment if None.
+    """
+    settings = settings or Settings()
+    metrics = ServiceMetrics()
+    service = Service(
+        settings=settings,
+        registry=ModelRegistry(settings, metrics),
+        batcher=Batcher(
+            metrics,
+            max_rows=settings.batch_max_rows,
+            max_wait_s=settings.batch_max_wait_ms / 1000,
+            coalesce=settings.coalesce,
+        ),
+        metrics=metrics,
+    )
+    poller = ReloadPoller(service.registry, settings.poll_interval_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.threads_per_worker)
+        await asyncio.to_thread(service.registry.load_all)
+        service.batcher.start()
+        poller.start()
+        serving = {m.name: m.version for m in service.registry.describe().models}
+        logger.info("service ready", extra={"models": serving, "torch_threads": torch.get_num_threads()})
+        try:
+            yield
+        finally:
+            poller.stop()
+            service.batcher.stop()
+            metrics.close()
+            logger.info("service stopped")
+
+    app = FastAPI(title="deepfm scoring service", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.include_router(api_router(service))
+    for exc_class in (ServiceError, RequestValidationError, HTTPException):
+        app.add_exception_handler(exc_class, render_error)
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

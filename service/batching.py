@@ -1,0 +1,178 @@
+"""The scoring worker: one thread that runs every model call, coalescing requests that wait together.
+
+Requests hand their checked rows to `Batcher.score` (a coroutine) and await the result, so the model
+never runs on the event loop. The worker takes the oldest waiting request and, when coalescing is
+on, every request for the same model version waiting behind it (waiting up to `max_wait_s` for more)
+while the rows fit in `max_rows`; it encodes them as one batch, runs the model on slices of at most
+`max_rows` rows and hands each request exactly its own rows' scores. A request larger than
+`max_rows` is scored alone, slice by slice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from deepfm.errors import EncodingError
+from service.errors import NotReadyError, ServiceError
+from service.inputs import Rows
+from service.logging import request_id
+from service.metrics import ServiceMetrics, observe_many
+from service.scoring import LoadedModel, Scored, invalid_input
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request waiting for its scores."""
+
+    model: LoadedModel
+    rows: Rows
+    future: asyncio.Future[np.ndarray]
+    request_id: str | None
+
+
+Outcome = tuple[_Job, np.ndarray | ServiceError]
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """Hand each job its scores or error from the worker thread: one wake-up per event loop for the lot."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].future.get_loop(), []).append(outcome)
+    for loop, batch in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, batch)
+        except RuntimeError:  # the loop is closed: nobody waits for these any more
+            logger.warning("scores for a closed event loop dropped", extra={"requests": len(batch)})
+
+
+def _resolve(outcomes: list[Outcome]) -> None:
+    for job, outcome in outcomes:
+        if job.future.done():  # the request was cancelled (the client went away)
+            continue
+        if isinstance(outcome, ServiceError):
+            job.future.set_exception(outcome)
+        else:
+            job.future.set_result(outcome)
+
+
+class Batcher:
+    """Runs model calls on one worker thread, merging requests that wait at the same time.
+
+    Args:
+        metrics: where model calls, rows, OOV counts and scores are recorded.
+        max_rows: most rows in one model call.
+        max_wait_s: how long a model call waits for more requests; 0 takes only those already waiting.
+        coalesce: whether to merge requests at all.
+    """
+
+    def __init__(self, metrics: ServiceMetrics, *, max_rows: int, max_wait_s: float, coalesce: bool) -> None:
+        self._metrics = metrics
+        self._max_rows = max_rows
+        self._max_wait_s = max_wait_s
+        self._coalesce = coalesce
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker accepts requests."""
+        return self._thread is not None
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        with self._lock:
+            self._thread = threading.Thread(target=self._work, name="deepfm-scorer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Score the requests already waiting, then stop the worker."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return
+            self._queue.put(None)
+        thread.join()
+
+    async def score(self, model: LoadedModel, rows: Rows) -> np.ndarray:
+        """The scores of `rows` by `model`, computed on the worker thread.
+
+        Raises:
+            InvalidInputError: a raw value the encoder refused.
+            NotReadyError: the worker is stopped.
+        """
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        with self._lock:
+            if self._thread is None:
+                raise NotReadyError("the scoring worker is not running")
+            self._queue.put(_Job(model, rows, future, request_id.get()))
+        return await future
+
+    def _work(self) -> None:
+        held: list[_Job | None] = []  # what the last group took from the queue but could not use
+        while True:
+            job = held.pop() if held else self._queue.get()
+            if job is None:
+                return
+            self._run(self._group(job, held))
+
+    def _group(self, first: _Job, held: list[_Job | None]) -> list[_Job]:
+        """`first` and the waiting jobs that can join its model call; what cannot join goes to `held`."""
+        group, rows = [first], first.rows.num_rows
+        deadline = time.monotonic() + self._max_wait_s
+        while self._coalesce and rows < self._max_rows:
+            try:
+                timeout = deadline - time.monotonic()
+                job = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None or job.model is not first.model or rows + job.rows.num_rows > self._max_rows:
+                held.append(job)
+                break
+            group.append(job)
+            rows += job.rows.num_rows
+        return group
+
+    def _run(self, group: Sequence[_Job]) -> None:
+        """Score a group; on a refused value, score its requests one by one so only the culprit fails."""
+        model = group[0].model
+        try:
+            scored = model.score([job.rows for job in group], self._max_rows)
+        except EncodingError as exc:
+            if len(group) > 1:
+                for job in group:
+                    self._run([job])
+            else:
+                _settle([(group[0], invalid_input(exc))])
+            return
+        except Exception:  # a bug or a model that fails at run time: a 500 to each caller, a traceback here
+            request_ids = [job.request_id for job in group]
+            logger.exception(
+                "scoring failed", extra={"model": model.name, "version": model.version, "request_ids": request_ids}
+            )
+            error = ServiceError(f"scoring failed in model {model.name!r} version {model.version}")
+            _settle([(job, error) for job in group])
+            return
+        self._record(model, scored)
+        ends = np.cumsum([job.rows.num_rows for job in group]).tolist()
+        _settle([(job, scored.scores[end - job.rows.num_rows : end]) for job, end in zip(group, ends, strict=True)])
+
+    def _record(self, model: LoadedModel, scored: Scored) -> None:
+        metrics = self._metrics
+        for rows in scored.call_rows:
+            metrics.model_call_rows.labels(model.name).observe(rows)
+        metrics.rows_scored.labels(model.name, str(model.version)).inc(len(scored.scores))
+        for name, count in scored.oov_rows.items():
+            if count:
+                metrics.oov_rows.labels(model.name, name).inc(count)
+        observe_many(metrics.scores.labels(model.name), scored.scores)

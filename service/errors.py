@@ -1,0 +1,105 @@
+"""Errors the service answers with; each carries its HTTP status and renders as one JSON shape.
+
+    ServiceError                  500 internal_error
+    ├── MalformedRequestError     400 malformed_json
+    ├── UnauthorizedError         401 unauthorized
+    ├── ForbiddenError            403 forbidden
+    ├── NotFoundError             404 not_found (unknown model or version; the router's 404 has the same code)
+    ├── PayloadTooLargeError      413 payload_too_large
+    ├── InvalidInputError         422 invalid_input (details name the instance and field)
+    └── NotReadyError             503 not_ready
+
+Other HTTP errors (the router's 405, ...) keep their status, coded by its phrase (`with_status`).
+Rendered as `{"error": {"code": ..., "message": ..., "details": [{"instance": i, "field": f, "message": m}]}}`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from http import HTTPStatus
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ErrorDetail:
+    """One problem in a request: the instance (None: the request or its context) and field at fault."""
+
+    message: str
+    instance: int | None = None
+    field: str | None = None
+
+
+class ServiceError(Exception):
+    """Root of the service's errors.
+
+    Args:
+        message: what is wrong, with the offending values.
+        details: per-instance, per-field problems.
+        headers: extra response headers (e.g. WWW-Authenticate).
+    """
+
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self, message: str, details: list[ErrorDetail] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.headers = headers or {}
+
+    @classmethod
+    def with_status(cls, status_code: int, message: str) -> ServiceError:
+        """An error for an HTTP status raised outside the service (the router's 404 and 405), coded by its phrase."""
+        error = cls(message)
+        error.status_code = status_code
+        error.code = re.sub(r"\W+", "_", HTTPStatus(status_code).phrase.lower())
+        return error
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error document."""
+        return {"error": {"code": self.code, "message": self.message, "details": [asdict(d) for d in self.details]}}
+
+
+class MalformedRequestError(ServiceError):
+    """The body is not valid JSON."""
+
+    status_code, code = 400, "malformed_json"
+
+
+class UnauthorizedError(ServiceError):
+    """A missing or wrong bearer token."""
+
+    status_code, code = 401, "unauthorized"
+
+
+class ForbiddenError(ServiceError):
+    """The action is disabled by configuration."""
+
+    status_code, code = 403, "forbidden"
+
+
+class NotFoundError(ServiceError):
+    """An unknown route, model or version."""
+
+    status_code, code = 404, "not_found"
+
+
+class PayloadTooLargeError(ServiceError):
+    """The body exceeds `max_body_bytes`."""
+
+    status_code, code = 413, "payload_too_large"
+
+
+class InvalidInputError(ServiceError):
+    """Well-formed JSON that the model cannot score: unknown fields, wrong types, bad sizes."""
+
+    status_code, code = 422, "invalid_input"
+
+
+class NotReadyError(ServiceError):
+    """No model is loaded yet."""
+
+    status_code, code = 503, "not_ready"

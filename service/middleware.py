@@ -1,0 +1,124 @@
+"""The envelope of every HTTP request, as one pure ASGI middleware (it runs on every request, so it is lean).
+
+It gives the request an id (X-Request-ID if the client sent a valid one, else a new one), echoes it,
+answers 413 to bodies over the limit (at once from Content-Length, else while the body streams in),
+turns an exception that escapes the app into a logged 500 in the one error shape, and records the
+request's metrics and access log line. Health and metrics requests are not counted, and are logged
+at debug level only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import secrets
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import PayloadTooLargeError, ServiceError
+from service.logging import request_id
+from service.metrics import ServiceMetrics
+
+logger = logging.getLogger("service.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+UNTRACKED_PREFIXES = ("/health", "/metrics")
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_ID_PREFIX = secrets.token_hex(6)  # per process, so ids stay unique across workers and restarts
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A request id unique to this process's run: a random prefix and a counter (no syscall per request)."""
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
+
+
+def error_response(error: ServiceError) -> JSONResponse:
+    """The JSON response of a service error."""
+    return JSONResponse(error.body(), status_code=error.status_code, headers=error.headers)
+
+
+class RequestMiddleware:
+    """Request id, body size limit, last-resort 500, metrics and access log (see the module docstring).
+
+    Args:
+        app: the ASGI app.
+        metrics: where request counts and latencies go.
+        max_body_bytes: the largest body accepted.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given, length = b"", b""
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                given = value
+            elif name == b"content-length":
+                length = value
+        rid = given.decode() if _VALID_REQUEST_ID.fullmatch(given) else new_request_id()
+        token = request_id.set(rid)
+        id_header = (REQUEST_ID_HEADER, rid.encode())
+        start = time.perf_counter()
+        status, started, received = 500, False, 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started, status = True, message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise self._too_large()
+            return message
+
+        try:
+            if length.isdigit() and int(length) > self.max_body_bytes:
+                await error_response(self._too_large())(scope, receive, send_with_id)
+            else:
+                await self.app(scope, limited_receive, send_with_id)
+        except Exception:
+            logger.exception("unhandled error")
+            if not started:
+                await error_response(ServiceError("internal error; the log has the details"))(
+                    scope, receive, send_with_id
+                )
+        finally:
+            self._record(scope, status, time.perf_counter() - start)
+            request_id.reset(token)
+
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(f"request body exceeds max_body_bytes ({self.max_body_bytes} bytes)")
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route: str = getattr(scope.get("route"), "path", "<unmatched>")
+        method: str = scope["method"] if scope["method"] in METHODS else "other"
+        fields = {"method": method, "path": scope["path"], "status": status, "duration_ms": round(seconds * 1000, 3)}
+        if route.startswith(UNTRACKED_PREFIXES):
+            logger.debug("request", extra=fields)
+            return
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            labels = (method, route, str(status))
+            series = self._series[key] = (self.metrics.requests.labels(*labels), self.metrics.latency.labels(*labels))
+        series[0].inc()
+        series[1].observe(seconds)
+        logger.info("request", extra=fields)

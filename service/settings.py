@@ -1,0 +1,163 @@
+"""Service settings: one `BaseSettings`, read from `DEEPFM_SERVE_*` environment variables.
+
+Every field below is documented by its docstring (also shown by `python -m service --help`).
+List-like values are plain text: `DEEPFM_SERVE_MODELS=deepfm,xdeepfm`,
+`DEEPFM_SERVE_PINNED_VERSIONS=deepfm=1,xdeepfm=3`. Settings are validated when they are built, so a
+bad deploy stops at start with a message that names the variable.
+
+Threads: each worker process runs the model with `torch_threads` intra-op threads; by default the
+CPUs this process may use are shared out evenly (`cpus // workers`, at least 1), and a setting with
+`workers * torch_threads` above the CPU count is refused, because oversubscribed CPU threads are the
+most common cause of slow CPU serving.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "DEEPFM_SERVE_"
+MIN_TOKEN_LENGTH = 16
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, so `taskset` and cpusets count)."""
+    return len(os.sched_getaffinity(0))
+
+
+class Settings(BaseSettings):
+    """Settings of the scoring service."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, use_attribute_docstrings=True, extra="forbid", frozen=True
+    )
+
+    models_store: Path = Path("models_store")
+    """Root of the models store: `<models_store>/<model>/<version>/` artifacts."""
+
+    default_model: str = "deepfm"
+    """Model that scores requests that name none."""
+
+    models: Annotated[tuple[str, ...] | None, NoDecode] = None
+    """Comma-separated model names to load; unset: every model in the store, new ones included."""
+
+    pinned_versions: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    """Comma-separated `model=version` pairs served as given and never hot-reloaded."""
+
+    keep_versions: int = Field(default=2, ge=1)
+    """Versions of a model kept loaded (the serving one and the newest before it) for requests naming one."""
+
+    poll_interval_s: float = Field(default=30.0, ge=0)
+    """Seconds between scans of the store for new versions; 0 turns polling off."""
+
+    admin_token: SecretStr | None = None
+    """Bearer token of `POST /admin/reload` (16 characters at least); unset: the admin API is disabled."""
+
+    max_batch_rows: int = Field(default=10_000, ge=1)
+    """Most instances one request may send."""
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest request body accepted, in bytes; larger ones get 413."""
+
+    strict: bool = False
+    """Reject instances with missing or null fields instead of scoring them as unknown (OOV)."""
+
+    coalesce: bool = True
+    """Merge requests that wait at the same time into one model call."""
+
+    batch_max_rows: int = Field(default=256, ge=1)
+    """Most rows in one model call; larger requests are scored in slices of this size."""
+
+    batch_max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
+    """How long a model call waits for more requests to merge; 0 takes only those already waiting."""
+
+    torch_threads: int | None = Field(default=None, ge=1)
+    """Torch intra-op threads per worker; unset: CPUs // workers (at least 1)."""
+
+    host: str = "127.0.0.1"
+    """Interface to listen on (`0.0.0.0` in a container)."""
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    """TCP port to listen on."""
+
+    workers: int = Field(default=1, ge=1)
+    """Worker processes; metrics are aggregated across them (prometheus_client multiprocess mode)."""
+
+    log_level: LogLevel = "info"
+    """Level of the JSON logs."""
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            names = tuple(name.strip() for name in value.split(",") if name.strip())
+            return names or None
+        return value
+
+    @field_validator("pinned_versions", mode="before")
+    @classmethod
+    def _split_pins(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pins: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, version = item.partition("=")
+            if not sep or not name.strip() or not version.strip().isdigit():
+                raise ValueError(f"{item!r} is not of the form model=version, e.g. deepfm=3")
+            pins[name.strip()] = version.strip()
+        return pins
+
+    @field_validator("models_store")
+    @classmethod
+    def _store_exists(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"models_store {str(value)!r} is not a directory")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"admin_token must have at least {MIN_TOKEN_LENGTH} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.models is not None:
+            if self.default_model not in self.models:
+                raise ValueError(f"default_model {self.default_model!r} is not among models {list(self.models)}")
+            unloaded = sorted(set(self.pinned_versions) - set(self.models))
+            if unloaded:
+                raise ValueError(f"pinned_versions names models that are not loaded: {unloaded}")
+        cpus = available_cpus()
+        if self.workers * self.threads_per_worker > cpus:
+            raise ValueError(
+                f"workers ({self.workers}) x torch_threads ({self.threads_per_worker}) exceeds the {cpus} CPUs "
+                "available; lower one of them"
+            )
+        return self
+
+    @property
+    def threads_per_worker(self) -> int:
+        """Torch intra-op threads each worker uses."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, available_cpus() // self.workers)
+
+    def wants(self, model_name: str) -> bool:
+        """Whether the service loads `model_name`."""
+        return self.models is None or model_name in self.models
+
+
+def describe_env() -> str:
+    """One line per setting: its environment variable, default and description."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        default = "unset" if field.is_required() else field.get_default(call_default_factory=True)
+        lines.append(f"  {ENV_PREFIX}{name.upper()} (default: {default}): {field.description}")
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""Helpers of the service tests: a tiny trained DeepFM, its export, and a real server process.
+
+The raw rows look like MovieLens (ids, gender, age, occupation, zip code, genres); the label depends
+on gender, age and genres so that the trained model's scores differ from row to row.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import torch
+from fastapi.testclient import TestClient
+from torch import nn
+
+from deepfm.artifact import MODEL_FILE, export_artifact
+from deepfm.data.dataset import to_tensors
+from deepfm.data.encoding import FeatureEncoder
+from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind
+from deepfm.models import build_model
+from service.settings import ENV_PREFIX
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL_NAME = "deepfm"
+OCCUPATIONS = ["writer", "student", "engineer", "artist", "other"]
+GENRES = ["Comedy", "Drama", "Action", "Thriller", "Romance", "Crime"]
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+Instance = dict[str, Any]
+MakeClient = Callable[..., TestClient]
+"""Builds a started in-process client, with settings overridable per test (the `make_client` fixture)."""
+
+# Rows with values the model has not seen, or without some fields: each scores with OOV index 0 there.
+UNKNOWN_INSTANCES: list[Instance] = [
+    {"user_id": 99999, "movie_id": 242, "gender": "X", "age": 24, "occupation": "astronaut", "zip_code": "ZZZ99"},
+    {"user_id": 3, "movie_id": 12345, "gender": "F", "age": -5, "occupation": "writer", "genres": ["Nope", "Drama"]},
+    {"movie_id": 7, "genres": []},
+    {"user_id": None, "movie_id": 8, "gender": None, "age": None, "genres": "Comedy|Action"},
+]
+
+
+def raw_frame(num_rows: int = 400, seed: int = 0) -> pd.DataFrame:
+    """MovieLens-like raw rows with a click label."""
+    rng = np.random.default_rng(seed)
+    gender = rng.choice(["M", "F"], num_rows)
+    age = rng.integers(7, 70, num_rows)
+    genres = [list(rng.choice(GENRES, int(rng.integers(1, 4)), replace=False)) for _ in range(num_rows)]
+    logit = (gender == "F") * 1.5 - (age > 40) + np.array([("Drama" in g) * 1.0 - ("Action" in g) for g in genres])
+    return pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 60, num_rows),
+            "movie_id": rng.integers(1, 80, num_rows),
+            "gender": gender,
+            "age": age,
+            "occupation": rng.choice(OCCUPATIONS, num_rows),
+            "zip_code": [f"{z:05d}" for z in rng.integers(10000, 10900, num_rows)],
+            "genres": ["|".join(g) for g in genres],
+            "label": (rng.random(num_rows) < 1 / (1 + np.exp(-logit))).astype(np.float32),
+        }
+    )
+
+
+def base_schema() -> DatasetSchema:
+    """The seven MovieLens-like fields, unfitted."""
+    sparse = FeatureType.SPARSE
+    return DatasetSchema(
+        [
+            FieldSchema("user_id", sparse, embedding_dim=8),
+            FieldSchema("movie_id", sparse, embedding_dim=8),
+            FieldSchema("gender", sparse, embedding_dim=4),
+            FieldSchema(
+                "age", sparse, embedding_dim=4, transform=Transform(TransformKind.BUCKETIZE, (1, 18, 25, 35, 45, 56))
+            ),
+            FieldSchema("occupation", sparse, embedding_dim=4),
+            FieldSchema(
+                "zip_prefix",
+                sparse,
+                embedding_dim=4,
+                source="zip_code",
+                transform=Transform(TransformKind.PREFIX, length=3),
+            ),
+            FieldSchema(
+                "genres", FeatureType.SEQUENCE, embedding_dim=4, max_length=3, transform=Transform(TransformKind.SPLIT)
+            ),
+        ]
+    )
+
+
+def train(schema: DatasetSchema, frame: pd.DataFrame, seed: int = 0, steps: int = 20) -> nn.Module:
+    """A tiny DeepFM trained full-batch for a few steps."""
+    torch.manual_seed(seed)
+    model = build_model(
+        "deepfm", schema, fm_embed_dim=8, dnn_hidden_units=(16,), dnn_dropout=0.0, dnn_use_batch_norm=False
+    )
+    features = to_tensors(FeatureEncoder(schema).encode_frame(frame).features)
+    labels = torch.tensor(frame["label"].to_numpy())
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        nn.functional.binary_cross_entropy_with_logits(model(features), labels).backward()
+        optimizer.step()
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A fitted schema, a trained model and the raw rows it was trained on."""
+
+    schema: DatasetSchema
+    model: nn.Module
+    frame: pd.DataFrame
+
+    def instances(self, count: int, start: int = 0) -> list[Instance]:
+        """Raw training rows as request instances (genres as lists)."""
+        rows = self.frame.drop(columns="label").iloc[start : start + count].to_dict("records")
+        return [{**row, "genres": row["genres"].split("|")} for row in rows]
+
+    def eager_scores(self, instances: list[Instance], model: nn.Module | None = None) -> np.ndarray:
+        """Offline probabilities of the eager model, encoded by FeatureEncoder from the same raw rows."""
+        columns = {s: [row.get(s) for row in instances] for s in self.schema.source_fields}
+        encoded = FeatureEncoder(self.schema).encode(columns, len(instances))
+        with torch.no_grad():
+            return torch.sigmoid((model or self.model)(to_tensors(encoded.features))).numpy()
+
+    def export(self, store: Path, model: nn.Module | None = None) -> Path:
+        """Export as the next version of MODEL_NAME in `store`."""
+        return export_artifact(
+            model or self.model, self.schema, store, MODEL_NAME, config={"model": MODEL_NAME}, metrics={"auc": 0.75}
+        )
+
+
+def add_broken_version(store: Path, name: str = MODEL_NAME) -> int:
+    """Copy the newest version as the next one with model.pt corrupted, renamed into place atomically."""
+    root = store / name
+    newest = max(int(p.name) for p in root.iterdir() if p.name.isdigit())
+    staging = Path(tempfile.mkdtemp(prefix=".broken-", dir=root))
+    shutil.copytree(root / str(newest), staging, dirs_exist_ok=True)
+    with (staging / MODEL_FILE).open("ab") as handle:
+        handle.write(b"corrupted")
+    staging.rename(root / str(newest + 1))
+    return newest + 1
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A `python -m service` subprocess."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def log_lines(self) -> list[str]:
+        """The JSON log lines written so far."""
+        return self.log.read_text().splitlines()
+
+
+@contextmanager
+def run_server(log_dir: Path, env: dict[str, str], ready_timeout: float = 90) -> Iterator[Server]:
+    """Start `python -m service` with `env` (DEEPFM_SERVE_* settings) on a free port; wait until ready."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "PROMETHEUS_MULTIPROC_DIR"))}
+    full_env.update({f"{ENV_PREFIX}PORT": str(port), f"{ENV_PREFIX}POLL_INTERVAL_S": "0", **env})
+    log = log_dir / f"server-{port}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=full_env, stderr=sink, stdout=sink
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{server.url}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server not ready after {ready_timeout} s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def metric(client: TestClient, name: str, **labels: str) -> float:
+    """The value of one sample of /metrics (0 if absent)."""
+    wanted = {f'{k}="{v}"' for k, v in labels.items()}
+    for line in client.get("/metrics").text.splitlines():
+        match = re.fullmatch(rf"{name}(?:{{(.*)}})? (\S+)", line)
+        if match and wanted <= set((match.group(1) or "").split(",")) - {""}:
+            return float(match.group(2))
+    return 0.0

@@ -1,0 +1,148 @@
+"""Coalescing: every caller gets exactly its own rows' scores, no model call exceeds the maximum batch."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from serving_helpers import UNKNOWN_INSTANCES, MakeClient, Trained
+from torch import Tensor
+
+from deepfm.artifact import Artifact
+from deepfm.data.encoding import FeatureEncoder
+from service.batching import Batcher
+from service.errors import InvalidInputError
+from service.inputs import RequestSpec
+from service.metrics import SCORE_BUCKETS, ServiceMetrics, observe_many
+from service.scoring import LoadedModel, encode_rows
+
+MAX_ROWS = 8
+
+
+@pytest.fixture
+def model_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The batch size of every model call made while the test runs."""
+    calls: list[int] = []
+    lock = threading.Lock()
+    predict = Artifact.predict
+
+    def spy(self: Artifact, batch: dict[str, Tensor]) -> Tensor:
+        with lock:
+            calls.append(len(next(iter(batch.values()))))
+        return predict(self, batch)
+
+    monkeypatch.setattr(Artifact, "predict", spy)
+    return calls
+
+
+def test_concurrent_callers_get_their_own_scores(
+    make_client: MakeClient, trained: Trained, model_calls: list[int]
+) -> None:
+    client = make_client(batch_max_rows=MAX_ROWS, batch_max_wait_ms=20)
+    rng = random.Random(0)
+    pool = trained.instances(200) + UNKNOWN_INSTANCES
+    requests = [rng.sample(pool, rng.randint(1, 5)) for _ in range(60)] + [pool[:20]]  # the last one is sliced
+    model_calls.clear()
+
+    def call(instances: list[dict[str, Any]]) -> list[float]:
+        response = client.post("/predict", json={"instances": instances})
+        assert response.status_code == 200, response.text
+        predictions: list[float] = response.json()["predictions"]
+        return predictions
+
+    with ThreadPoolExecutor(max_workers=12) as executor:
+        results = list(executor.map(call, requests))
+    for instances, predictions in zip(requests, results, strict=True):
+        np.testing.assert_allclose(predictions, trained.eager_scores(instances), atol=1e-6, rtol=0)
+    assert max(model_calls) <= MAX_ROWS
+    assert sum(model_calls) == sum(map(len, requests))
+    assert len(model_calls) < len(requests)  # requests were merged
+
+
+def test_a_refused_value_fails_only_its_own_request(store: Path, trained: Trained) -> None:
+    loaded = LoadedModel.load(store / "deepfm" / "1", MAX_ROWS)
+    batcher = Batcher(ServiceMetrics(), max_rows=64, max_wait_s=0.2, coalesce=True)
+    good = [loaded.spec.rows(trained.instances(3, start=i), None, strict=False) for i in range(3)]
+    bad = loaded.spec.rows([{"age": 30}, {"age": "old"}], None, strict=False)
+
+    async def score_all() -> list[Any]:
+        return await asyncio.gather(*(batcher.score(loaded, rows) for rows in [*good, bad]), return_exceptions=True)
+
+    batcher.start()
+    try:
+        outcomes = asyncio.run(score_all())
+    finally:
+        batcher.stop()
+    for i, scores in enumerate(outcomes[:3]):
+        np.testing.assert_allclose(scores, trained.eager_scores(trained.instances(3, start=i)), atol=1e-6, rtol=0)
+    error = outcomes[3]
+    assert isinstance(error, InvalidInputError)
+    assert [(d.instance, d.field) for d in error.details] == [(1, "age")]
+
+
+def assert_same_encoding(trained: Trained, parts: list[tuple[list[dict[str, Any]], dict[str, Any] | None]]) -> None:
+    """Encoding requests together, contexts once each, equals encoding every row with its context merged in."""
+    encoder, spec = FeatureEncoder(trained.schema), RequestSpec(trained.schema)
+    merged = encode_rows(encoder, [spec.rows(rows, context, strict=False) for rows, context in parts])
+    flat = [{**(context or {}), **row} for rows, context in parts for row in rows]
+    expected = encoder.encode({s: [row.get(s) for row in flat] for s in trained.schema.source_fields}, len(flat))
+    assert merged.num_rows == len(flat)
+    assert merged.features.keys() == expected.features.keys()
+    for name, values in expected.features.items():
+        np.testing.assert_array_equal(merged.features[name], values, err_msg=name)
+    assert merged.oov_rows == expected.oov_rows
+
+
+def test_merged_encoding_equals_encoding_each_row(trained: Trained) -> None:
+    instances = trained.instances(6) + UNKNOWN_INSTANCES
+    user = {k: instances[0][k] for k in ("user_id", "gender", "age", "occupation")}
+    movies = [{"movie_id": 5, "genres": ["Drama"]}, {"movie_id": 6}]
+    assert_same_encoding(
+        trained,
+        [
+            (instances[:3], None),
+            (movies, user),
+            (instances[3:], None),
+            ([{"movie_id": 7, "zip_code": "10234"}] * 3, {"user_id": 99999, "gender": None}),
+        ],
+    )
+    assert_same_encoding(trained, [(movies, user), (movies[:1], {**user, "gender": "X", "age": -1})])
+    assert_same_encoding(trained, [(movies, user)])
+
+
+def test_observe_many_equals_observing_one_by_one() -> None:
+    registry = CollectorRegistry()
+    bulk = Histogram("bulk", "bulk", buckets=SCORE_BUCKETS, registry=registry)
+    single = Histogram("single", "single", buckets=SCORE_BUCKETS, registry=registry)
+    values = np.concatenate([np.random.default_rng(0).random(500), [0.0, 0.05, 0.5, 0.95, 1.0]]).astype(np.float32)
+    observe_many(bulk, values)
+    for value in values.tolist():
+        single.observe(value)
+    bulk_samples = [(s.name.replace("bulk", ""), s.labels, s.value) for s in bulk.collect()[0].samples]
+    single_samples = [(s.name.replace("single", ""), s.labels, s.value) for s in single.collect()[0].samples]
+    assert [s[:2] for s in bulk_samples] == [s[:2] for s in single_samples]
+    np.testing.assert_allclose(
+        [s[2] for s in bulk_samples if s[0] != "_created"],
+        [s[2] for s in single_samples if s[0] != "_created"],
+        rtol=1e-6,
+    )
+
+
+def test_no_coalescing_when_turned_off(make_client: MakeClient, trained: Trained, model_calls: list[int]) -> None:
+    client = make_client(coalesce=False, batch_max_rows=MAX_ROWS)
+    model_calls.clear()
+    with ThreadPoolExecutor(max_workers=8) as executor:
+        statuses = list(
+            executor.map(
+                lambda i: client.post("/predict", json={"instances": trained.instances(2, i)}).status_code, range(16)
+            )
+        )
+    assert statuses == [200] * 16
+    assert model_calls == [2] * 16

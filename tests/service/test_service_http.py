@@ -1,0 +1,180 @@
+"""The service as deployed: `python -m service` in a subprocess, configured by environment, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from serving_helpers import ADMIN_TOKEN, MODEL_NAME, UNKNOWN_INSTANCES, Server, Trained, add_broken_version, run_server
+from torch import nn
+
+REQUEST_TIMEOUT = 30.0
+STOPPED_BY_SIGTERM = (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down gracefully
+
+
+def total(metrics_text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` carrying `labels` in a Prometheus exposition."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith(name + "{") and all(w in line for w in wanted)
+    )
+
+
+def wait_for(condition: Any, timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, trained: Trained) -> Path:
+    root = tmp_path_factory.mktemp("http") / "models_store"
+    trained.export(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {
+        "DEEPFM_SERVE_MODELS_STORE": str(store),
+        "DEEPFM_SERVE_POLL_INTERVAL_S": "0.2",
+        "DEEPFM_SERVE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "DEEPFM_SERVE_MAX_BODY_BYTES": str(1 << 20),
+        "DEEPFM_SERVE_TORCH_THREADS": "1",
+    }
+    with run_server(tmp_path_factory.mktemp("logs"), env) as running:
+        yield running
+
+
+@pytest.fixture
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=REQUEST_TIMEOUT) as client:
+        yield client
+
+
+def test_scores_over_http_equal_the_eager_model(http: httpx.Client, trained: Trained) -> None:
+    instances = trained.instances(50) + UNKNOWN_INSTANCES
+    response = http.post("/predict", json={"instances": instances}, headers={"X-Request-ID": "parity-1"})
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == "parity-1"
+    body = response.json()
+    assert (body["model"], body["version"]) == (MODEL_NAME, 1)
+    np.testing.assert_allclose(body["predictions"], trained.eager_scores(instances), atol=1e-6, rtol=0)
+
+
+def test_errors_over_http(http: httpx.Client, trained: Trained) -> None:
+    malformed = http.post(
+        "/predict", content=b'{"instances": [{"age": 1}', headers={"content-type": "application/json"}
+    )
+    assert (malformed.status_code, malformed.json()["error"]["code"]) == (400, "malformed_json")
+    nan = http.post("/predict", content=b'{"instances": [{"age": 1}, {"age": NaN}]}')
+    assert nan.status_code == 422
+    assert nan.json()["error"]["details"][0] | {"message": ""} == {"instance": 1, "field": "age", "message": ""}
+    huge = json.dumps({"instances": trained.instances(1) * 12_000}).encode()
+    assert len(huge) > 1 << 20
+    assert http.post("/predict", content=huge).status_code == 413
+    assert http.post("/predict", json={"instances": trained.instances(1), "model": "x"}).status_code == 404
+
+
+def test_every_endpoint_over_http(http: httpx.Client, server: Server) -> None:
+    assert http.get("/health/live").json() == {"status": "alive"}
+    assert http.get("/health/ready").json() == {"status": "ready"}
+    assert [f["name"] for f in http.get("/schema").json()["fields"]][-2:] == ["zip_code", "genres"]
+    assert http.get("/models").json()["models"][0]["version"] == 1
+    assert "swagger" in http.get("/docs").text.lower()
+    assert http.post("/admin/reload").status_code == 401
+    metrics = http.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert total(metrics.text, "deepfm_http_requests_total", route="/predict", status="200") >= 1
+    assert total(metrics.text, "deepfm_rows_scored_total", model=MODEL_NAME) >= 54
+    log = [json.loads(line) for line in server.log_lines()]
+    access = [line for line in log if line["message"] == "request" and line.get("request_id") == "parity-1"]
+    assert access and access[0]["status"] == 200
+
+
+def test_hot_reload_under_load_fails_no_request(
+    http: httpx.Client, store: Path, server: Server, trained: Trained, retrained: nn.Module
+) -> None:
+    instances = trained.instances(8)
+    expected = {1: trained.eager_scores(instances), 2: trained.eager_scores(instances, retrained)}
+    seen: list[tuple[int, int, list[float]]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=server.url, timeout=REQUEST_TIMEOUT) as client:
+            for _ in range(3000):  # bounded, and stopped as soon as the test has seen what it needs
+                if stop.is_set():
+                    return
+                response = client.post("/predict", json={"instances": instances})
+                body = response.json()
+                seen.append((response.status_code, body.get("version", -1), body.get("predictions", [])))
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    try:
+        wait_for(lambda: len(seen) >= 5, what="first responses")
+        trained.export(store, retrained)
+        wait_for(lambda: seen[-1][1] == 2, what="version 2 in responses")
+        broken = add_broken_version(store)
+        wait_for(lambda: http.get("/models").json()["models"][0]["refused_versions"], what="the broken version refused")
+        refused = total(http.get("/metrics").text, "deepfm_model_loads_total", result="refused")
+        count = len(seen)
+        wait_for(lambda: len(seen) > count + 20, what="more responses")
+    finally:
+        stop.set()
+        sender.join()
+    assert {status for status, _, _ in seen} == {200}
+    versions = [version for _, version, _ in seen]
+    assert versions == sorted(versions) and versions[0] == 1 and versions[-1] == 2
+    for _, version, predictions in seen:
+        np.testing.assert_allclose(predictions, expected[version], atol=1e-6, rtol=0)
+    time.sleep(0.5)  # a few more polls: the refused version is not tried again
+    assert total(http.get("/metrics").text, "deepfm_model_loads_total", result="refused") == refused == 1
+    assert http.get("/models").json()["models"][0]["refused_versions"][0]["version"] == broken
+
+
+def test_sigterm_finishes_requests_in_flight(server: Server, trained: Trained) -> None:
+    big = {"instances": trained.instances(400) * 12}  # 4800 rows: long enough to still be queued at SIGTERM
+
+    def post(_: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=REQUEST_TIMEOUT) as client:
+            return client.post("/predict", json=big).status_code
+
+    with ThreadPoolExecutor(max_workers=3) as executor:
+        futures = [executor.submit(post, i) for i in range(3)]
+        wait_for(lambda: any(f.done() for f in futures), what="a first response")
+        assert server.stop() in STOPPED_BY_SIGTERM
+        assert [f.result() for f in futures] == [200, 200, 200]
+    messages = [json.loads(line)["message"] for line in server.log_lines()]
+    assert "service stopped" in messages
+
+
+def test_several_workers_share_their_metrics(store: Path, tmp_path: Path, trained: Trained) -> None:
+    env = {"DEEPFM_SERVE_MODELS_STORE": str(store), "DEEPFM_SERVE_WORKERS": "2", "DEEPFM_SERVE_TORCH_THREADS": "1"}
+    with run_server(tmp_path, env) as server:
+
+        def post(i: int) -> int:
+            with httpx.Client(base_url=server.url, timeout=REQUEST_TIMEOUT) as client:  # a new connection each
+                return client.post("/predict", json={"instances": trained.instances(2, start=i)}).status_code
+
+        with ThreadPoolExecutor(max_workers=4) as executor:
+            assert set(executor.map(post, range(40))) == {200}
+        for _ in range(4):  # whichever worker answers the scrape, it reports every worker's values
+            metrics = httpx.get(f"{server.url}/metrics", timeout=REQUEST_TIMEOUT).text
+            assert total(metrics, "deepfm_model_loads_total", result="loaded") == 2  # one load in each worker
+            assert total(metrics, "deepfm_http_requests_total", route="/predict", status="200") == 40
+            assert total(metrics, "deepfm_rows_scored_total", model=MODEL_NAME) == 80
+        assert server.stop() in STOPPED_BY_SIGTERM
