@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from deepfm.config import ExperimentConfig
+from deepfm.config import ExperimentConfig, TrainingConfig
 from deepfm.training.experiment import train_experiment
 
 RESULTS = Path(__file__).parent / "results"
@@ -61,8 +61,8 @@ def report(results: dict[str, dict[str, list[dict[str, Any]]]], command: str) ->
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads.",
+        f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}, torch {torch.__version__}; "
+        f"each run with training.num_threads={TrainingConfig().num_threads}, two runs at a time.",
         "",
         "## Leave-one-out protocol (test: each user's last rating + 999 unrated movies)",
         "",
@@ -105,6 +105,8 @@ def report(results: dict[str, dict[str, list[dict[str, Any]]]], command: str) ->
     lines += [
         "",
         "## Training speed (leave-one-out, 490,570 rows per epoch; median over runs)",
+        "",
+        "Measured while other work shared the 2 cores: lower bounds, not clean figures.",
         "",
         "| model | parameters | samples/s | seconds/epoch (training only) |",
         "|---|---|---|---|",
