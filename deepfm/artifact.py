@@ -227,7 +227,7 @@ def load_artifact(path: str | Path) -> Artifact:
         raise ArtifactError(
             f"{root / MODEL_FILE}: not a loadable TorchScript model: {exc}", path=str(root / MODEL_FILE)
         ) from exc
-    model.eval()
+    model = jit.freeze(model, preserved_attrs=["field_names"])
     artifact = Artifact(
         path=root,
         model_name=str(meta.get("model_name", root.parent.name)),

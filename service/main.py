@@ -27,6 +27,8 @@ workers x torch_threads <= CPUs (the default, CPUs // workers, does; more is ref
 With more than one worker, metrics are shared through `PROMETHEUS_MULTIPROC_DIR`: a directory given
 there is emptied at start; otherwise a temporary one is made and removed at exit. uvicorn handles
 SIGTERM: it stops accepting connections, finishes the requests in flight, then the app shuts down.
+Each response reaches the socket in one write (`service.protocol`), so a replica killed outright
+has sent a whole response or none, which a load balancer can retry elsewhere.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import uvicorn
 
 from service.logging import log_config
 from service.metrics import MULTIPROC_ENV
+from service.protocol import WholeResponseProtocol
 from service.settings import ENV_PREFIX, Settings
 
 
@@ -84,4 +87,5 @@ def run(host: str | None = None, port: int | None = None, workers: int | None = 
             workers=settings.workers,
             log_config=log_config(settings.log_level),
             access_log=False,  # the request middleware logs each request with its id
+            http=WholeResponseProtocol,  # a response's header and body in one write: see service/protocol.py
         )

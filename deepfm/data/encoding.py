@@ -127,21 +127,31 @@ def _bucket_label(boundary: float) -> str:
     return _canonical(boundary)
 
 
+def _buckets(field: FieldSchema, values: list[Any]) -> np.ndarray:
+    """The bucket of each raw value of a BUCKETIZE field: the index of the largest boundary not above
+    it, -1 below the first boundary or missing."""
+    numbers = _numbers(field, values)
+    position = np.searchsorted(np.asarray(field.transform.boundaries), numbers, side="right") - 1
+    position[(position < 0) | np.isnan(numbers)] = -1
+    return position
+
+
+def _prefix_key(value: Any, length: int) -> str | None:
+    """The first `length` characters of a raw value's canonical form; None if it is missing."""
+    if type(value) is str:  # the common case, first
+        return value[:length]
+    return _canonical(value)[:length] if _is_present(value) else None
+
+
 def _keys(field: FieldSchema, values: list[Any]) -> list[Any]:
     """Lookup keys of a SPARSE field's raw values after its transform; None where missing."""
     transform = field.transform
     if transform.kind is TransformKind.BUCKETIZE:
-        numbers = _numbers(field, values)
         labels = np.array([*map(_bucket_label, transform.boundaries), None], dtype=object)
-        position = np.searchsorted(np.asarray(transform.boundaries), numbers, side="right") - 1
-        position[(position < 0) | np.isnan(numbers)] = -1  # below the first boundary or missing
-        return labels[position].tolist()  # type: ignore[no-any-return]
+        return labels[_buckets(field, values)].tolist()  # type: ignore[no-any-return]
     _check(field, values, _is_scalar_or_missing, "a string or a number", _SCALAR_TYPES)
     if transform.kind is TransformKind.PREFIX:
-        present = np.fromiter(map(_is_present, values), dtype=bool, count=len(values))
-        prefixes = np.array(list(map(_canonical, values)), dtype=f"<U{transform.length}").astype(object)
-        prefixes[~present] = None
-        return prefixes.tolist()  # type: ignore[no-any-return]
+        return list(map(_prefix_key, values, repeat(transform.length)))
     return values
 
 
@@ -203,6 +213,15 @@ class FeatureEncoder:
             raise SchemaError(f"fields {unfitted} have no fitted vocabulary; run fit_schema on training data first")
         self.schema = schema
         self._tables = {f.name: _lookup_table(f.vocabulary) for f in schema.fields.values() if f.vocabulary is not None}
+        # BUCKETIZE fields: bucket -> vocabulary index, the last entry (bucket -1) OOV
+        self._bucket_indices = {
+            f.name: np.array(
+                [*(self._tables[f.name].get(_bucket_label(b), OOV_INDEX) for b in f.transform.boundaries), OOV_INDEX],
+                dtype=np.int64,
+            )
+            for f in schema.fields.values()
+            if f.transform.kind is TransformKind.BUCKETIZE and f.feature_type is FeatureType.SPARSE
+        }
 
     def fields_reading(self, sources: Iterable[str]) -> list[str]:
         """Names of the fields whose raw source is one of `sources`, in model order."""
@@ -245,6 +264,9 @@ class FeatureEncoder:
             scaled = np.where(missing, 0.0, (numbers - field.mean) / field.std).astype(np.float32)
             return scaled, int(missing.sum())
         table = self._tables[field.name]
+        if field.name in self._bucket_indices:
+            indices = self._bucket_indices[field.name][_buckets(field, values)]
+            return indices, int((indices == OOV_INDEX).sum())
         if field.feature_type is FeatureType.SPARSE:
             keys = _keys(field, values)
             indices = np.fromiter(map(table.get, keys, repeat(OOV_INDEX)), dtype=np.int64, count=len(keys))
