@@ -1,15 +1,27 @@
 """Request and response bodies, and the parsing of a predict request into one with clear errors.
 
-Instance values are validated by type only (string, 64-bit integer, finite number, list of strings
-or integers, null). Which fields exist is checked against the model's schema afterwards
-(`service.inputs`), and what each field takes by the encoder, because both differ between models.
+Parsing checks the request's shape; instance values are JSON values of any type here. Which fields
+exist and that each value is a raw value (`RawValue`: string, 64-bit integer, finite number, list of
+strings or integers, null) are checked against the model's request fields afterwards
+(`service.inputs`, column by column, faster than pydantic's union validation per value), and what
+each field takes by the encoder, because both differ between models.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, StrictStr, ValidationError
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 from pydantic_core import ErrorDetails
 
 from service.errors import ErrorDetail, InvalidInputError, MalformedRequestError
@@ -18,8 +30,8 @@ Int = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
 Float = Annotated[float, Strict(), AllowInfNan(False)]
 RawValue = Annotated[StrictStr | Int | Float | list[StrictStr | Int] | None, Field(union_mode="left_to_right")]
 """A raw feature value, as a client has it; null scores as missing."""
-
-VALUE_TYPES = "a string, an integer, a finite number, a list of strings or integers, or null"
+DocumentedValue = Annotated[Any, WithJsonSchema(TypeAdapter(RawValue).json_schema())]
+"""A JSON value, documented as a RawValue: `service.inputs` checks it is one."""
 
 INSTANCE_EXAMPLE: dict[str, Any] = {
     "user_id": 196,
@@ -37,10 +49,10 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    instances: list[dict[str, RawValue]] = Field(
+    instances: list[dict[str, DocumentedValue]] = Field(
         min_length=1, description="Rows to score: request field -> raw value. See `GET /schema` for the fields."
     )
-    context: dict[str, RawValue] | None = Field(
+    context: dict[str, DocumentedValue] | None = Field(
         default=None,
         description="Fields shared by every instance (e.g. the user of a ranking call), sent and encoded once. "
         "A field may be in the context or in the instances, not both.",
@@ -203,47 +215,24 @@ class HealthResponse(BaseModel):
     status: Literal["alive", "ready"]
 
 
-def _location(error: ErrorDetails) -> tuple[int | None, str | None, bool]:
-    """(instance, field, whether it is a raw value's type) of a pydantic error."""
+def _location(error: ErrorDetails) -> tuple[int | None, str | None]:
+    """(instance, field) of a pydantic error."""
     loc = error["loc"]
-    if loc[:1] == ("instances",) and len(loc) >= 3:
-        return int(loc[1]), str(loc[2]), True
-    if loc[:1] == ("context",) and len(loc) >= 2:
-        return None, str(loc[1]), True
     if loc[:1] == ("instances",) and len(loc) == 2:
-        return int(loc[1]), None, False
-    return None, ".".join(map(str, loc)) or None, False
-
-
-def _value_message(errors: list[ErrorDetails]) -> str:
-    """One message for the union branches that all rejected a raw value."""
-    types = {e["type"] for e in errors}
-    if "finite_number" in types:
-        need = "a finite number"
-    elif types & {"less_than_equal", "greater_than_equal"}:
-        need = "an integer within 64 bits"
-    else:
-        need = VALUE_TYPES
-    return f"must be {need}; got {errors[0]['input']!r:.80}"
+        return int(loc[1]), None
+    if loc[:1] == ("context",) and len(loc) >= 2:
+        return None, str(loc[1])
+    return None, ".".join(map(str, loc)) or None
 
 
 def parse_predict_request(body: bytes) -> PredictRequest:
-    """A validated predict request; MalformedRequestError for bad JSON, InvalidInputError naming instance and field."""
+    """A predict request of the right shape; MalformedRequestError for bad JSON, InvalidInputError naming
+    instance and field. (Its values are checked by `service.inputs.RequestSpec.rows`.)"""
     try:
         return PredictRequest.model_validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
     if errors[0]["type"] == "json_invalid":
         raise MalformedRequestError(f"request body is not valid JSON: {errors[0]['msg']}")
-    grouped: dict[tuple[int | None, str | None, bool], list[ErrorDetails]] = {}
-    for error in errors:
-        grouped.setdefault(_location(error), []).append(error)
-    details = [
-        ErrorDetail(
-            (("context: " if instance is None else "") + _value_message(group)) if is_value else group[0]["msg"],
-            instance,
-            field,
-        )
-        for (instance, field, is_value), group in grouped.items()
-    ]
+    details = [ErrorDetail(error["msg"], *_location(error)) for error in errors]
     raise InvalidInputError(f"{len(details)} problem(s) in the request", details)
