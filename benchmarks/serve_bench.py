@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/serve_bench.py [--duration 4] [--repeats 3] [--connections 16] [--store DIR]
 
 Servers, each one uvicorn worker pinned to CPU 1:
-  - bare (raw body): a FastAPI endpoint that validates the raw body with the service's request model
-    (`parse_predict_request`, as the service does) and returns a constant list; no logging or metrics.
-  - bare (FastAPI body): the idiomatic FastAPI endpoint, `async def predict(body: PredictRequest)`,
+  - bare (raw body): a FastAPI endpoint that validates the raw body with a typed request model (every
+    value a RawValue, what the service checks) and returns a constant list; no logging or metrics.
+  - bare (FastAPI body): the idiomatic FastAPI endpoint, `async def predict(body: TypedPredictRequest)`,
     served with uvicorn's defaults (its access log included); returns a constant list.
   - service: `python -m service` with its default settings (coalescing on, JSON access log) and
     DEEPFM_SERVE_TORCH_THREADS=1.
@@ -52,13 +52,14 @@ import pandas as pd
 import torch
 import uvicorn
 from fastapi import FastAPI, Request
+from pydantic import Field
 
 from deepfm.artifact import export_artifact, list_versions
 from deepfm.data.dataset import to_tensors
 from deepfm.data.encoding import fit_schema
 from deepfm.data.movielens import movielens_schema
 from deepfm.data.schema import embedding_dim_for
-from service.schemas import PredictRequest, PredictResponse, parse_predict_request
+from service.schemas import PredictRequest, PredictResponse, RawValue
 from service.scoring import LoadedModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,12 +126,20 @@ def num_rows(payload: dict[str, Any]) -> int:
 # ----------------------------------------------------------------------------- servers
 
 
+class TypedPredictRequest(PredictRequest):
+    """The predict request as a plain FastAPI app declares it: pydantic validates every value as a
+    RawValue, the checks the service makes column by column (`service.inputs`)."""
+
+    instances: list[dict[str, RawValue]] = Field(min_length=1)
+    context: dict[str, RawValue] | None = None
+
+
 def bare_app(idiomatic: bool) -> FastAPI:
-    """A floor: parse the payload with the service's request model, return a constant list.
+    """A floor: parse and validate the payload with a typed request model, return a constant list.
 
     Args:
         idiomatic: take the body as a FastAPI body parameter (json.loads, then pydantic) rather than
-            validating the raw bytes as the service does.
+            validating the raw bytes.
     """
     app = FastAPI()
     constant = [0.5] * 10_000
@@ -141,14 +150,14 @@ def bare_app(idiomatic: bool) -> FastAPI:
     if idiomatic:
 
         @app.post("/predict")
-        async def predict(body: PredictRequest) -> PredictResponse:
+        async def predict(body: TypedPredictRequest) -> PredictResponse:
             return respond(body)
 
     else:
 
         @app.post("/predict")
         async def predict_raw(request: Request) -> PredictResponse:
-            return respond(parse_predict_request(await request.body()))
+            return respond(TypedPredictRequest.model_validate_json(await request.body()))
 
     @app.get("/health/ready")
     async def ready() -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The FastAPI app factory: settings in, an app with its models, scoring worker and reload poller out.
 
 The lifespan sets torch's thread count, loads and warms up every model (a start that cannot load
-the default model fails), starts the scoring worker and the reload poller; on shutdown (after
+the default model fails), moves what exists by then out of the garbage collector's sight
+(`gc.freeze`), starts the scoring worker and the reload poller; on shutdown (after
 uvicorn has finished the requests in flight) it stops the poller, lets the worker finish what is
 queued, and retires this process's metrics.
 """
@@ -9,6 +10,7 @@ queued, and retires this process's metrics.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -93,6 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.threads_per_worker)
         await asyncio.to_thread(service.registry.load_all)
+        # Everything alive now (modules, models, the app) lives as long as the process: out of the
+        # garbage collector's sight, a full collection scans only what requests allocate since,
+        # instead of pausing every request in flight for ~100 ms to walk a quarter million objects.
+        gc.collect()
+        gc.freeze()
         service.batcher.start()
         poller.start()
         serving = {m.name: m.version for m in service.registry.describe().models}
@@ -103,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             poller.stop()
             service.batcher.stop()
             metrics.close()
+            gc.unfreeze()
             logger.info("service stopped")
 
     app = FastAPI(title="deepfm scoring service", version="1", description=DESCRIPTION, lifespan=lifespan)
