@@ -38,6 +38,7 @@ _SCALARS = (str, int, float, np.integer)  # numpy floats and strings subclass fl
 _NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
 _SCALAR_TYPES: frozenset[type] = frozenset({str, int, float, type(None)})
 _SEQUENCE_TYPES: frozenset[type] = frozenset({list, tuple, str, type(None)})
+_LIST_TYPES: frozenset[type] = frozenset({list, tuple})
 
 
 def _values(column: Column) -> list[Any]:
@@ -157,6 +158,14 @@ def _keys(field: FieldSchema, values: list[Any]) -> list[Any]:
 
 def _tokens(field: FieldSchema, values: list[Any]) -> list[Sequence[Any]]:
     """Tokens of a SEQUENCE field's raw values: a string is split, a list taken as is, missing is empty."""
+    separator = field.transform.separator
+    types = set(map(type, values))
+    if types <= _LIST_TYPES:  # the usual cases first, with no call per value: all lists, or all strings
+        return values
+    if types == {str}:
+        tokens = list(map(str.split, values, repeat(separator)))
+        if "" not in chain.from_iterable(tokens):
+            return tokens
     _check(
         field,
         values,
@@ -164,7 +173,6 @@ def _tokens(field: FieldSchema, values: list[Any]) -> list[Sequence[Any]]:
         f"a list or a {field.transform.separator!r}-separated string",
         _SEQUENCE_TYPES,
     )
-    separator = field.transform.separator
 
     def split(value: Any) -> Sequence[Any]:
         if isinstance(value, str):
