@@ -156,7 +156,7 @@ def _keys(field: FieldSchema, values: list[Any]) -> list[Any]:
     return values
 
 
-def _tokens(field: FieldSchema, values: list[Any]) -> list[Sequence[Any]]:
+def _tokens(field: FieldSchema, values: list[Any]) -> Sequence[Sequence[Any]]:
     """Tokens of a SEQUENCE field's raw values: a string is split, a list taken as is, missing is empty."""
     separator = field.transform.separator
     types = set(map(type, values))
