@@ -68,6 +68,8 @@ def _resolve(outcomes: list[Outcome]) -> None:
 class Batcher:
     """Runs model calls on one worker thread, merging requests that wait at the same time.
 
+    It serves the requests of one event loop (uvicorn runs one per worker process).
+
     Args:
         metrics: where model calls, rows, OOV counts and scores are recorded.
         max_rows: most rows in one model call.
@@ -81,6 +83,7 @@ class Batcher:
         self._max_wait_s = max_wait_s
         self._coalesce = coalesce
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._outbox: list[_Job] = []  # jobs of the current event-loop step, not yet queued
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -111,12 +114,27 @@ class Batcher:
             InvalidInputError: a raw value the encoder refused.
             NotReadyError: the worker is stopped.
         """
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        if self._thread is None:
+            raise NotReadyError("the scoring worker is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        if not self._outbox:
+            loop.call_soon(self._hand_over)
+        self._outbox.append(_Job(model, rows, future, request_id.get()))
+        return await future
+
+    def _hand_over(self) -> None:
+        """Queue the jobs of one event-loop step for the worker, together: the worker wakes once for
+        them, not once per request in the middle of the step."""
+        jobs, self._outbox = self._outbox, []
         with self._lock:
             if self._thread is None:
-                raise NotReadyError("the scoring worker is not running")
-            self._queue.put(_Job(model, rows, future, request_id.get()))
-        return await future
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(NotReadyError("the scoring worker is not running"))
+                return
+            for job in jobs:
+                self._queue.put(job)
 
     def _work(self) -> None:
         held: list[_Job | None] = []  # what the last group took from the queue but could not use

@@ -16,13 +16,25 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
+# What no line here shows, so no record collects it (the logging HOWTO's "Optimization" section):
+# the caller's file and line (a stack walk per record), thread and multiprocessing names.
+logging._srcfile = None
+logging.logThreads = False
+logging.logMultiprocessing = False
+
 
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object: time, level, logger, pid, message, request id, extras, exception."""
 
+    _second, _second_text = -1, ""
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # the date and time to the second, made once a second
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": f"{self._second_text}.{int(record.msecs):03d}+00:00",
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,

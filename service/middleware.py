@@ -90,10 +90,11 @@ class RequestMiddleware:
             return message
 
         try:
-            if length.isdigit() and int(length) > self.max_body_bytes:
+            declared = int(length) if length.isdigit() else None
+            if declared is not None and declared > self.max_body_bytes:
                 await error_response(self._too_large())(scope, receive, send_with_id)
-            else:
-                await self.app(scope, limited_receive, send_with_id)
+            else:  # a body within its declared length needs no counting; the HTTP parser holds it to it
+                await self.app(scope, receive if declared is not None else limited_receive, send_with_id)
         except Exception:
             logger.exception("unhandled error")
             if not started:

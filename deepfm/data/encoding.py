@@ -182,6 +182,11 @@ def _tokens(field: FieldSchema, values: list[Any]) -> Sequence[Sequence[Any]]:
     return list(map(split, values))
 
 
+def _num_oov(indices: np.ndarray) -> int:
+    """How many indices are OOV (0)."""
+    return len(indices) - int(np.count_nonzero(indices))
+
+
 def _lookup_table(vocabulary: Sequence[str]) -> dict[Any, int]:
     """Key -> index from 1; number-like keys are also reachable by their number ("196" by 196 and 196.0)."""
     table: dict[Any, int] = {}
@@ -274,11 +279,11 @@ class FeatureEncoder:
         table = self._tables[field.name]
         if field.name in self._bucket_indices:
             indices = self._bucket_indices[field.name][_buckets(field, values)]
-            return indices, int((indices == OOV_INDEX).sum())
+            return indices, _num_oov(indices)
         if field.feature_type is FeatureType.SPARSE:
             keys = _keys(field, values)
             indices = np.fromiter(map(table.get, keys, repeat(OOV_INDEX)), dtype=np.int64, count=len(keys))
-            return indices, int((indices == OOV_INDEX).sum())
+            return indices, _num_oov(indices)
         return self._encode_sequence(field, table, values)
 
     @staticmethod
