@@ -18,7 +18,7 @@ from torch import Tensor
 from deepfm.artifact import Artifact
 from deepfm.data.encoding import FeatureEncoder
 from service.batching import Batcher
-from service.errors import InvalidInputError
+from service.errors import InvalidInputError, NotReadyError
 from service.inputs import RequestSpec
 from service.metrics import SCORE_BUCKETS, ServiceMetrics, observe_many
 from service.scoring import LoadedModel, encode_rows
@@ -85,6 +85,25 @@ def test_a_refused_value_fails_only_its_own_request(store: Path, trained: Traine
     error = outcomes[3]
     assert isinstance(error, InvalidInputError)
     assert [(d.instance, d.field) for d in error.details] == [(1, "age")]
+
+
+def test_a_stopped_worker_refuses_requests(store: Path, trained: Trained) -> None:
+    """A request that reaches a stopped worker, or waits to be handed to one that stops, gets a 503."""
+    loaded = LoadedModel.load(store / "deepfm" / "1", MAX_ROWS)
+    batcher = Batcher(ServiceMetrics(), max_rows=64, max_wait_s=0.0, coalesce=True)
+    rows = loaded.spec.rows(trained.instances(2), None, strict=False)
+
+    async def stop_before_hand_over() -> list[Any]:
+        waiting = asyncio.ensure_future(batcher.score(loaded, rows))
+        await asyncio.sleep(0)  # the request waits in this event-loop step's outbox
+        batcher.stop()
+        late = asyncio.ensure_future(batcher.score(loaded, rows))
+        return await asyncio.wait_for(asyncio.gather(waiting, late, return_exceptions=True), timeout=10)
+
+    batcher.start()
+    outcomes = asyncio.run(stop_before_hand_over())
+    assert [type(outcome) for outcome in outcomes] == [NotReadyError, NotReadyError]
+    assert outcomes[0].status_code == 503
 
 
 def assert_same_encoding(trained: Trained, parts: list[tuple[list[dict[str, Any]], dict[str, Any] | None]]) -> None:
