@@ -29,6 +29,8 @@ from service.scoring import LoadedModel, Scored, invalid_input
 
 logger = logging.getLogger(__name__)
 
+NOT_RUNNING = "the scoring worker is not running"
+
 
 @dataclass(eq=False)
 class _Job:
@@ -115,7 +117,7 @@ class Batcher:
             NotReadyError: the worker is stopped.
         """
         if self._thread is None:
-            raise NotReadyError("the scoring worker is not running")
+            raise NotReadyError(NOT_RUNNING)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         if not self._outbox:
@@ -131,7 +133,7 @@ class Batcher:
             if self._thread is None:
                 for job in jobs:
                     if not job.future.done():
-                        job.future.set_exception(NotReadyError("the scoring worker is not running"))
+                        job.future.set_exception(NotReadyError(NOT_RUNNING))
                 return
             for job in jobs:
                 self._queue.put(job)

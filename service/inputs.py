@@ -16,11 +16,10 @@ from typing import Any
 
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, TransformKind
 from service.errors import ErrorDetail, InvalidInputError
-from service.schemas import FeatureInfo, RequestFieldInfo
+from service.schemas import INT64_MAX, INT64_MIN, FeatureInfo, RequestFieldInfo
 
 Instance = dict[str, Any]
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 ANY_RAW_VALUE = "a string, an integer, a finite number, a list of strings or integers, or null"
 _TEXT_TYPES: frozenset[type] = frozenset({str, type(None)})
 

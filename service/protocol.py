@@ -35,7 +35,7 @@ class StepWriteTransport(asyncio.Transport):
         """Queue `data`; the step's writes are sent together once the step ends."""
         if not self._pending:
             self._loop.call_soon(self._flush)
-        self._pending.append(bytes(data))
+        self._pending.append(data if isinstance(data, bytes) else bytes(data))  # a copy only of mutable data
 
     def _flush(self) -> None:
         if self._pending:

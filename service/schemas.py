@@ -26,7 +26,8 @@ from pydantic_core import ErrorDetails
 
 from service.errors import ErrorDetail, InvalidInputError, MalformedRequestError
 
-Int = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+Int = Annotated[int, Strict(), Field(ge=INT64_MIN, le=INT64_MAX)]
 Float = Annotated[float, Strict(), AllowInfNan(False)]
 RawValue = Annotated[StrictStr | Int | Float | list[StrictStr | Int] | None, Field(union_mode="left_to_right")]
 """A raw feature value, as a client has it; null scores as missing."""
@@ -220,8 +221,6 @@ def _location(error: ErrorDetails) -> tuple[int | None, str | None]:
     loc = error["loc"]
     if loc[:1] == ("instances",) and len(loc) == 2:
         return int(loc[1]), None
-    if loc[:1] == ("context",) and len(loc) >= 2:
-        return None, str(loc[1])
     return None, ".".join(map(str, loc)) or None
 
 
