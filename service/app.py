@@ -1,10 +1,10 @@
 """The FastAPI app factory: settings in, an app with its models, scoring worker and reload poller out.
 
-The lifespan sets torch's thread count, loads and warms up every model (a start that cannot load
-the default model fails), moves what exists by then out of the garbage collector's sight
-(`gc.freeze`), starts the scoring worker and the reload poller; on shutdown (after
-uvicorn has finished the requests in flight) it stops the poller, lets the worker finish what is
-queued, and retires this process's metrics.
+The lifespan sets torch's thread count and glibc's malloc thresholds (`service.allocator`), loads
+and warms up every model (a start that cannot load the default model fails), moves what exists by
+then out of the garbage collector's sight (`gc.freeze`), starts the scoring worker and the reload
+poller; on shutdown (after uvicorn has finished the requests in flight) it stops the poller, lets
+the worker finish what is queued, and retires this process's metrics.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from service.allocator import keep_freed_memory
 from service.batching import Batcher
 from service.errors import ErrorDetail, InvalidInputError, ServiceError
 from service.metrics import ServiceMetrics
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.threads_per_worker)
+        malloc_tuned = keep_freed_memory()
         await asyncio.to_thread(service.registry.load_all)
         # Everything alive now (modules, models, the app) lives as long as the process: out of the
         # garbage collector's sight, a full collection scans only what requests allocate since,
@@ -103,7 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service.batcher.start()
         poller.start()
         serving = {m.name: m.version for m in service.registry.describe().models}
-        logger.info("service ready", extra={"models": serving, "torch_threads": torch.get_num_threads()})
+        logger.info(
+            "service ready",
+            extra={"models": serving, "torch_threads": torch.get_num_threads(), "malloc_tuned": malloc_tuned},
+        )
         try:
             yield
         finally:

@@ -14,7 +14,7 @@ Every setting is an environment variable with the `DEEPFM_SERVE_` prefix (`servi
     DEEPFM_SERVE_MAX_BODY_BYTES     largest request body (8 MiB)
     DEEPFM_SERVE_STRICT             reject missing or null fields (false)
     DEEPFM_SERVE_COALESCE           merge concurrent requests into one model call (true)
-    DEEPFM_SERVE_BATCH_MAX_ROWS     most rows per model call (256)
+    DEEPFM_SERVE_BATCH_MAX_ROWS     most rows per model call (1024)
     DEEPFM_SERVE_BATCH_MAX_WAIT_MS  how long a model call waits for more requests (0)
     DEEPFM_SERVE_TORCH_THREADS      torch threads per worker (CPUs // workers)
     DEEPFM_SERVE_HOST, _PORT, _WORKERS, _LOG_LEVEL   (127.0.0.1, 8000, 1, info)

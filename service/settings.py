@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     coalesce: bool = True
     """Merge requests that wait at the same time into one model call."""
 
-    batch_max_rows: int = Field(default=256, ge=1)
+    batch_max_rows: int = Field(default=1024, ge=1)
     """Most rows in one model call; larger requests are scored in slices of this size."""
 
     batch_max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
