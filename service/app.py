@@ -35,6 +35,13 @@ from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# Young-generation collections once per 20,000 net allocations instead of 700: a 100-row request
+# allocates thousands of short-lived objects, nearly all freed by reference counting, and each
+# collection walks the whole young generation. After `gc.freeze` the older generations hold
+# little, so the rarer collections stay short. In-process, parsing, checking, encoding and scoring
+# a 100-row request took 1.41 ms of CPU instead of 1.50 (medians of 8 interleaved rounds, one core).
+GC_THRESHOLDS = (20_000, 10, 10)
+
 DESCRIPTION = """Click-through-rate scoring with DeepFM-family models.
 
 Send raw feature values to `POST /predict`; `GET /schema` lists the fields a model reads, with
@@ -96,12 +103,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.threads_per_worker)
         malloc_tuned = keep_freed_memory()
+        previous_gc_thresholds = gc.get_threshold()
         await asyncio.to_thread(service.registry.load_all)
         # Everything alive now (modules, models, the app) lives as long as the process: out of the
         # garbage collector's sight, a full collection scans only what requests allocate since,
         # instead of pausing every request in flight for ~100 ms to walk a quarter million objects.
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         service.batcher.start()
         poller.start()
         serving = {m.name: m.version for m in service.registry.describe().models}
@@ -115,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             poller.stop()
             service.batcher.stop()
             metrics.close()
+            gc.set_threshold(*previous_gc_thresholds)
             gc.unfreeze()
             logger.info("service stopped")
 

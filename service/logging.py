@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -16,11 +17,22 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
-# What no line here shows, so no record collects it (the logging HOWTO's "Optimization" section):
-# the caller's file and line (a stack walk per record), thread and multiprocessing names.
+# What no record collects (the logging HOWTO's "Optimization" section): the caller's file and line
+# (a stack walk per record), thread and multiprocessing names, and the process id (a getpid system
+# call per record; the formatter knows it).
 logging._srcfile = None
 logging.logThreads = False
 logging.logMultiprocessing = False
+logging.logProcesses = False
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,7 +49,7 @@ class JsonFormatter(logging.Formatter):
             "time": f"{self._second_text}.{int(record.msecs):03d}+00:00",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "pid": record.process,
+            "pid": _pid,
             "message": record.getMessage(),
         }
         rid = request_id.get()

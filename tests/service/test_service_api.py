@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from serving_helpers import MODEL_NAME, UNKNOWN_INSTANCES, MakeClient, Trained, metric
 
-from service.app import create_app
+from service.app import GC_THRESHOLDS, create_app
 from service.logging import JsonFormatter
 from service.settings import Settings
 
@@ -273,6 +275,15 @@ def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
     assert client.get("/nope", headers={"X-Request-ID": "e-1"}).headers["X-Request-ID"] == "e-1"
 
 
+def test_lifespan_freezes_startup_objects_and_sets_gc_thresholds_until_shutdown(store: Path) -> None:
+    before = gc.get_threshold()
+    with TestClient(create_app(Settings(models_store=store, poll_interval_s=0))):
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
 def test_access_log_is_json_with_the_request_id(client: TestClient, trained: Trained, capsys: Any) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
@@ -287,6 +298,7 @@ def test_access_log_is_json_with_the_request_id(client: TestClient, trained: Tra
     assert line["request_id"] == "log-test-1"
     assert (line["message"], line["path"], line["status"], line["level"]) == ("request", "/predict", 200, "info")
     assert line["duration_ms"] > 0
+    assert line["pid"] == os.getpid()
 
 
 def test_openapi_documents_the_predict_body_with_examples(client: TestClient) -> None:
