@@ -9,7 +9,7 @@ over that request's rows. The model runs on slices of at most `max_rows` rows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -60,6 +60,13 @@ def _encode_context(encoder: FeatureEncoder, context: dict[str, Any]) -> Encoded
         raise EncodingError(f"context: {exc}", field=exc.field) from exc
 
 
+def _joined_columns(parts: Sequence[Rows], names: Iterable[str]) -> dict[str, list[Any]]:
+    """Each named request field's values over all parts' rows, in order; None where a part lacks it."""
+    return {
+        name: list(chain.from_iterable(p.columns.get(name) or [None] * p.num_rows for p in parts)) for name in names
+    }
+
+
 def encode_rows(encoder: FeatureEncoder, parts: Sequence[Rows]) -> EncodedBatch:
     """Encode the rows of several requests as one batch, each context once and broadcast over its rows.
 
@@ -70,11 +77,11 @@ def encode_rows(encoder: FeatureEncoder, parts: Sequence[Rows]) -> EncodedBatch:
     if len(parts) == 1 and not parts[0].context:
         return encoder.encode(parts[0].columns, parts[0].num_rows)
     counts = [p.num_rows for p in parts]
+    if not any(p.context for p in parts):  # the usual merge: columns end to end, nothing to broadcast
+        return encoder.encode(_joined_columns(parts, set().union(*(p.columns for p in parts))), sum(counts))
     everywhere = set.intersection(*(set(p.context) for p in parts))  # request fields every part sends once
     names = set().union(*(p.columns for p in parts), *(p.context for p in parts)) - everywhere
-    columns = {
-        name: list(chain.from_iterable(p.columns.get(name) or [None] * p.num_rows for p in parts)) for name in names
-    }
+    columns = _joined_columns(parts, names)
     per_row = encoder.fields_reading(set(encoder.schema.source_fields) - everywhere)
     encoded = encoder.encode(columns, sum(counts), per_row)
     features, oov_rows = dict(encoded.features), dict(encoded.oov_rows)

@@ -134,6 +134,7 @@ def test_merged_encoding_equals_encoding_each_row(trained: Trained) -> None:
     )
     assert_same_encoding(trained, [(movies, user), (movies[:1], {**user, "gender": "X", "age": -1})])
     assert_same_encoding(trained, [(movies, user)])
+    assert_same_encoding(trained, [(instances[:2], None), (movies, None), (instances[2:], None)])  # no context
 
 
 def test_observe_many_equals_observing_one_by_one() -> None:
