@@ -1,4 +1,5 @@
-"""The fit loop: AdamW, an LR schedule, gradient clipping and early stopping on validation AUC."""
+"""The fit loop: AdamW, an LR schedule, gradient clipping, optional weight averaging (EMA) and early
+stopping on validation AUC."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from deepfm.config import TrainingConfig
@@ -94,6 +96,10 @@ class History:
 class Trainer:
     """Fits a logit model with binary cross-entropy; keeps the weights of the best validation AUC.
 
+    With `ema_decay` > 0, an exponential moving average of the weights (and batch-norm statistics)
+    is updated after every step, and it is the averaged model that is validated and kept: it
+    smooths the step-to-step noise of the sampled negatives (Polyak averaging).
+
     Args:
         model: maps an encoded batch to logits (B,).
         config: training settings.
@@ -115,20 +121,31 @@ class Trainer:
         else:
             self.scheduler = None
         self.loss_fn = nn.BCEWithLogitsLoss()
+        self.averaged: AveragedModel | None = None
+        if config.ema_decay > 0:
+            if config.ema_decay >= 1:
+                raise ConfigError(f"training.ema_decay must be below 1, got {config.ema_decay}")
+            average = get_ema_multi_avg_fn(config.ema_decay)  # type: ignore[no-untyped-call]
+            self.averaged = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that is validated and kept: the weight average if there is one."""
+        return self.model if self.averaged is None else self.averaged.module
 
     def fit(self, train: CTRDataset, val: CTRDataset) -> History:
         """Train up to `epochs` epochs, stopping after `patience` epochs without a val AUC gain."""
         torch.set_num_threads(self.config.num_threads)
         history = History()
-        best_state = copy.deepcopy(self.model.state_dict())
+        best_state = copy.deepcopy(self.evaluated.state_dict())
         for epoch in range(self.config.epochs):
             if isinstance(train, ResampledDataset) and epoch > 0:
                 train.resample(epoch)
             started = time.perf_counter()
             train_loss = self._train_epoch(train, epoch)
             seconds = time.perf_counter() - started
-            self.model.eval()
-            val_metrics = evaluate(probabilities_of(self.model), val, self.config.eval_batch_size)
+            self.evaluated.eval()
+            val_metrics = evaluate(probabilities_of(self.evaluated), val, self.config.eval_batch_size)
             record = EpochRecord(
                 epoch=epoch,
                 train_loss=train_loss,
@@ -147,7 +164,7 @@ class Trainer:
             )  # fmt: skip
             if record.val_auc > history.best_val_auc:
                 history.best_epoch, history.best_val_auc = epoch, record.val_auc
-                best_state = copy.deepcopy(self.model.state_dict())
+                best_state = copy.deepcopy(self.evaluated.state_dict())
             elif epoch - history.best_epoch >= self.config.patience:
                 logger.info("early stop: no val AUC gain for %d epochs", self.config.patience)
                 break
@@ -178,6 +195,8 @@ class Trainer:
             if self.config.grad_clip_norm > 0:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
             self.optimizer.step()
+            if self.averaged is not None:
+                self.averaged.update_parameters(self.model)
             total += loss.item() * len(labels)
             rows += len(labels)
             progress.set_postfix(loss=f"{total / rows:.4f}")
