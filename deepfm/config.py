@@ -87,7 +87,7 @@ class TrainingConfig:
     eval_batch_size: int = 16384
     lr: float = 2e-3
     weight_decay: float = 0.0  # AdamW decoupled weight decay
-    ema_decay: float = 0.0  # > 0: validate, keep and export an exponential moving average of the weights
+    ema_epochs: float = 0.0  # > 0: validate, keep and export a moving average of the weights over ~this many epochs
     lr_schedule: str = "plateau"  # plateau (halve when val AUC stalls) | cosine | constant
     grad_clip_norm: float = 1.0  # 0 disables clipping
     patience: int = 3  # epochs without a val AUC gain before stopping

@@ -96,9 +96,10 @@ class History:
 class Trainer:
     """Fits a logit model with binary cross-entropy; keeps the weights of the best validation AUC.
 
-    With `ema_decay` > 0, an exponential moving average of the weights (and batch-norm statistics)
-    is updated after every step, and it is the averaged model that is validated and kept: it
-    smooths the step-to-step noise of the sampled negatives (Polyak averaging).
+    With `ema_epochs` > 0, an exponential moving average of the weights (and batch-norm statistics)
+    is updated after every step, and it is the averaged model that is validated and kept (Polyak
+    averaging). Its time constant is `ema_epochs` epochs whatever the epoch's length: the per-step
+    decay is 1 - 1 / (ema_epochs x steps per epoch).
 
     Args:
         model: maps an encoded batch to logits (B,).
@@ -121,12 +122,9 @@ class Trainer:
         else:
             self.scheduler = None
         self.loss_fn = nn.BCEWithLogitsLoss()
+        if config.ema_epochs < 0:
+            raise ConfigError(f"training.ema_epochs must be >= 0, got {config.ema_epochs}")
         self.averaged: AveragedModel | None = None
-        if config.ema_decay > 0:
-            if config.ema_decay >= 1:
-                raise ConfigError(f"training.ema_decay must be below 1, got {config.ema_decay}")
-            average = get_ema_multi_avg_fn(config.ema_decay)  # type: ignore[no-untyped-call]
-            self.averaged = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
 
     @property
     def evaluated(self) -> nn.Module:
@@ -137,6 +135,10 @@ class Trainer:
         """Train up to `epochs` epochs, stopping after `patience` epochs without a val AUC gain."""
         torch.set_num_threads(self.config.num_threads)
         history = History()
+        if self.config.ema_epochs > 0:
+            steps = self.config.ema_epochs * -(-len(train) // self.config.batch_size)
+            average = get_ema_multi_avg_fn(max(0.0, 1 - 1 / steps))  # type: ignore[no-untyped-call]
+            self.averaged = AveragedModel(self.model, multi_avg_fn=average, use_buffers=True)
         best_state = copy.deepcopy(self.evaluated.state_dict())
         for epoch in range(self.config.epochs):
             if isinstance(train, ResampledDataset) and epoch > 0:

@@ -115,12 +115,12 @@ def test_training_is_reproducible(tmp_path: Path, movielens_dir: Path) -> None:
 def test_weight_averaging_is_what_is_validated_and_kept(tmp_path: Path, movielens_dir: Path) -> None:
     config = small_config("deepfm", tmp_path).with_overrides(["training.epochs=1", "data.max_users=15"])
     plain = train_experiment(config, tmp_path / "plain").metrics["test"]
-    latest = train_experiment(config.with_overrides(["training.ema_decay=1e-9"]), tmp_path / "latest").metrics["test"]
-    averaged = train_experiment(config.with_overrides(["training.ema_decay=0.9"]), tmp_path / "ema").metrics["test"]
+    latest = train_experiment(config.with_overrides(["training.ema_epochs=1e-9"]), tmp_path / "latest").metrics["test"]
+    averaged = train_experiment(config.with_overrides(["training.ema_epochs=0.5"]), tmp_path / "ema").metrics["test"]
     assert latest["auc"] == pytest.approx(plain["auc"], abs=1e-6)  # an average of the last step only
     assert averaged["auc"] != pytest.approx(plain["auc"], abs=1e-6)
-    with pytest.raises(ConfigError, match="ema_decay"):
-        Trainer(torch.nn.Linear(1, 1), config.with_overrides(["training.ema_decay=1"]).training)
+    with pytest.raises(ConfigError, match="ema_epochs"):
+        Trainer(torch.nn.Linear(1, 1), config.with_overrides(["training.ema_epochs=-1"]).training)
 
 
 def test_cli_train_export_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str], movielens_dir: Path) -> None:
