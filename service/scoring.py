@@ -74,11 +74,11 @@ def encode_rows(encoder: FeatureEncoder, parts: Sequence[Rows]) -> EncodedBatch:
         EncodingError: a value the encoder refuses; its row counts from the first part's first row,
             and is None for a value in a context.
     """
-    if len(parts) == 1 and not parts[0].context:
-        return encoder.encode(parts[0].columns, parts[0].num_rows)
     counts = [p.num_rows for p in parts]
-    if not any(p.context for p in parts):  # the usual merge: columns end to end, nothing to broadcast
-        return encoder.encode(_joined_columns(parts, set().union(*(p.columns for p in parts))), sum(counts))
+    if not any(p.context for p in parts):  # the usual case: columns end to end, nothing to broadcast
+        names = set().union(*(p.columns for p in parts))
+        columns = parts[0].columns if len(parts) == 1 else _joined_columns(parts, names)
+        return encoder.encode(columns, sum(counts))
     everywhere = set.intersection(*(set(p.context) for p in parts))  # request fields every part sends once
     names = set().union(*(p.columns for p in parts), *(p.context for p in parts)) - everywhere
     columns = _joined_columns(parts, names)

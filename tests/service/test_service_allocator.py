@@ -33,7 +33,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-PAGES_PER_CALL = 4 * (1 << 20) // 4096
+PAGES_PER_CALL = 4 * (1 << 20) // os.sysconf("SC_PAGE_SIZE")
 
 
 def run_calls(mode: str, **env: str) -> tuple[bool, int]:
