@@ -18,7 +18,9 @@ shared with other work a server gets only part of its core, so requests per CPU-
 are reported too, and ratios are given both ways. Then the service is driven open loop at 80% of its
 peak request rate (latency counted from each request's scheduled send time). In-process floors, on
 CPU 1 with one torch thread: the TorchScript model alone, and encoding plus model (the service's
-scoring path without HTTP), on the same batches.
+scoring path without HTTP), on the same batches. For the open-loop tail the report also gives each
+run's p99 with the share of the machine's CPU the hypervisor stole during it, and the CPU cost of an
+encoding + model call after the core idled for a while (as it does between open-loop arrivals).
 
 The model is DeepFM with its default hyperparameters over a MovieLens-100K-shaped schema (943 users,
 1682 movies, ...; untrained weights: speed does not depend on them), or the deepfm model of `--store`.
@@ -72,6 +74,7 @@ OCCUPATIONS = [f"occupation{i}" for i in range(21)]
 GENRES = [f"genre{i}" for i in range(19)]
 USER_FIELDS = ("user_id", "gender", "age", "occupation", "zip_code")
 OPEN_LOOP_FRACTION = 0.8
+IDLE_GAPS_MS = (0.0, 1.0, 4.0)  # idle time before each in-process call, for the cost of a call after a pause
 BARE_RAW, BARE_FASTAPI = "bare (raw body)", "bare (FastAPI body)"
 SERVICE, SERVICE_UNCOALESCED = "service", "service, coalescing off"
 ALL_BATCHES = ("1", "100", "100 (context)")
@@ -255,6 +258,7 @@ class Run:
     errors: int = 0
     server_cpu: float = 0.0
     loadgen_cpu: float = 0.0
+    steal: float = 0.0  # the share of the machine's CPU time the hypervisor gave to others during the run
 
     @property
     def rps(self) -> float:
@@ -344,22 +348,40 @@ async def open_loop(port: int, body: bytes, rows: int, rate: float, duration: fl
     return run
 
 
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(stolen, all) CPU ticks of the machine so far, from /proc/stat."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[7], sum(ticks)
+
+
 def measure(server: Server, drive: Callable[[], Coroutine[Any, Any, Run]]) -> Run:
-    """Run a load generator coroutine against `server`, recording both sides' CPU use."""
+    """Run a load generator coroutine against `server`, recording both sides' CPU use and the steal."""
     cpu_before, loadgen_before, wall_before = server.cpu_seconds(), time.process_time(), time.perf_counter()
+    stolen_before, ticks_before = machine_cpu_ticks()
     run = asyncio.run(drive())
     wall = time.perf_counter() - wall_before
+    stolen, ticks = machine_cpu_ticks()
     run.server_cpu = (server.cpu_seconds() - cpu_before) / wall
     run.loadgen_cpu = (time.process_time() - loadgen_before) / wall
+    run.steal = (stolen - stolen_before) / max(1, ticks - ticks_before)
     return run
 
 
 # ----------------------------------------------------------------------------- in-process floors
 
 
-def in_process(store: Path, payload: dict[str, Any], duration: float) -> tuple[Run, Run]:
-    """(model alone, encoding + model) on SERVER_CPU with one torch thread and the service's malloc
-    thresholds, timed call by call."""
+@dataclass
+class Floors:
+    """In-process runs on one payload: the model alone, encoding + model back to back, and the CPU
+    milliseconds of one encoding + model call after each of IDLE_GAPS_MS of idling."""
+
+    model: Run
+    scoring: Run
+    cpu_ms_after_gap: list[float]
+
+
+def in_process(store: Path, payload: dict[str, Any], duration: float) -> Floors:
+    """The floors on SERVER_CPU with one torch thread and the service's malloc thresholds, timed call by call."""
     keep_freed_memory()
     loaded = LoadedModel.load(store / MODEL_NAME / str(max(list_versions(store, MODEL_NAME))), max_rows=10_000)
     rows = loaded.spec.rows(payload["instances"], payload.get("context"), strict=False)
@@ -374,7 +396,16 @@ def in_process(store: Path, payload: dict[str, Any], duration: float) -> tuple[R
             run.latencies.append(time.perf_counter() - began)
         run.seconds = sum(run.latencies)
         runs.append(run)
-    return runs[0], runs[1]
+    cpu_ms = []
+    for gap_ms in IDLE_GAPS_MS:
+        calls, start, cpu = 0, time.perf_counter(), 0.0
+        while time.perf_counter() - start < duration / len(IDLE_GAPS_MS):
+            time.sleep(gap_ms / 1000)
+            began = time.thread_time()
+            loaded.score([rows], 10_000)
+            cpu, calls = cpu + time.thread_time() - began, calls + 1
+        cpu_ms.append(cpu / calls * 1000)
+    return Floors(runs[0], runs[1], cpu_ms)
 
 
 # ----------------------------------------------------------------------------- report
@@ -429,8 +460,8 @@ def machine() -> str:
 
 def run_benchmark(
     args: argparse.Namespace, store: Path
-) -> tuple[dict[tuple[str, str], Summary], dict[str, Summary], dict[str, tuple[Run, Run]]]:
-    """Closed-loop summaries by (server, batch), open-loop summaries of the service by batch, in-process floors."""
+) -> tuple[dict[tuple[str, str], Summary], dict[str, list[Run]], dict[str, Floors]]:
+    """Closed-loop summaries by (server, batch), the service's open-loop runs by batch, in-process floors."""
     bodies = payloads()
     os.sched_setaffinity(0, {SERVER_CPU})
     torch.set_num_threads(1)
@@ -454,7 +485,7 @@ def run_benchmark(
                 encoded = json.dumps(bodies[batch]).encode()
                 drive = partial(open_loop, service.port, encoded, num_rows(bodies[batch]), rate, args.duration)
                 opened.setdefault(batch, []).append(measure(service, drive))
-    return summaries, {batch: Summary.of(runs) for batch, runs in opened.items()}, floors
+    return summaries, opened, floors
 
 
 def target_rows(closed: dict[tuple[str, str], Summary], opened: dict[str, Summary]) -> list[str]:
@@ -472,14 +503,45 @@ def target_rows(closed: dict[tuple[str, str], Summary], opened: dict[str, Summar
     return rows
 
 
+def tail_section(
+    closed: dict[tuple[str, str], Summary], opened_runs: dict[str, list[Run]], floors: dict[str, Floors]
+) -> list[str]:
+    """Each open-loop run's p99 and the machine's CPU steal during it, the server's CPU per request open
+    and closed loop, and the CPU cost of a scoring call after idling."""
+    gaps = " | ".join(f"after {gap:g} ms idle" for gap in IDLE_GAPS_MS)
+    lines = [
+        "## The open-loop tail",
+        "",
+        "| batch | p99 ms of each run | CPU steal of each run | server CPU ms per request: open / closed loop |",
+        "|---|---|---|---|",
+    ]
+    for batch, runs in opened_runs.items():
+        p99s = ", ".join(f"{run.percentile_ms(99):.0f}" for run in runs)
+        steals = ", ".join(f"{run.steal:.1%}" for run in runs)
+        open_ms = statistics.median(run.server_cpu / run.rps * 1000 for run in runs)
+        closed_ms = 1000 / closed[(SERVICE, batch)].rps_per_cpu
+        lines.append(f"| {batch} | {p99s} | {steals} | {open_ms:.2f} / {closed_ms:.2f} |")
+    lines += [
+        "",
+        "CPU ms of one in-process encoding + model call, by the idle time before it:",
+        "",
+        f"| batch | {gaps} |",
+        f"|---|{'---:|' * len(IDLE_GAPS_MS)}",
+        *(f"| {b} | {' | '.join(f'{ms:.2f}' for ms in f.cpu_ms_after_gap)} |" for b, f in floors.items()),
+        "",
+    ]
+    return lines
+
+
 def write_report(
     args: argparse.Namespace,
     closed: dict[tuple[str, str], Summary],
-    opened: dict[str, Summary],
-    floors: dict[str, tuple[Run, Run]],
+    opened_runs: dict[str, list[Run]],
+    floors: dict[str, Floors],
     load: tuple[float, float],
 ) -> None:
     """Print and write the results."""
+    opened = {batch: Summary.of(runs) for batch, runs in opened_runs.items()}
     results = [
         "| server | batch | requests/s | rows/s | p50 ms | p99 ms | CPU server / loadgen | requests per server CPU-s "
         "| errors |",
@@ -487,9 +549,9 @@ def write_report(
         *(summary.row(name, batch) for (name, batch), summary in closed.items()),
         *(summary.row(f"{SERVICE}, open loop at {OPEN_LOOP_FRACTION:.0%} of peak", b) for b, summary in opened.items()),
     ]
-    for batch, (model, scoring) in floors.items():
-        results.append(Summary.of([model]).row("TorchScript model alone (in-process)", batch))
-        results.append(Summary.of([scoring]).row("encoding + model (in-process)", batch))
+    for batch, floor in floors.items():
+        results.append(Summary.of([floor.model]).row("TorchScript model alone (in-process)", batch))
+        results.append(Summary.of([floor.scoring]).row("encoding + model (in-process)", batch))
     coalesced, uncoalesced = closed[(SERVICE, "1")], closed[(SERVICE_UNCOALESCED, "1")]
     command = f"{COMMAND} --duration {args.duration:g} --repeats {args.repeats} --connections {args.connections}"
     text = "\n".join(
@@ -519,6 +581,7 @@ def write_report(
             "",
             *results,
             "",
+            *tail_section(closed, opened_runs, floors),
         ]
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

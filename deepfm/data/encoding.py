@@ -77,19 +77,21 @@ def _is_token(value: Any) -> bool:
 
 def _check(
     field: FieldSchema, values: list[Any], accepted: Any, expected: str, fast_types: frozenset[type] = frozenset()
-) -> None:
-    """EncodingError naming the first row whose value `accepted` refuses.
+) -> set[type]:
+    """EncodingError naming the first row whose value `accepted` refuses; else the values' exact types.
 
     When every value's exact type is in `fast_types` (the common case) no per-value call is made.
     """
-    if set(map(type, values)) <= fast_types:
-        return
+    types = set(map(type, values))
+    if types <= fast_types:
+        return types
     valid = list(map(accepted, values))
     if not all(valid):
         row = valid.index(False)
         raise EncodingError(
             f"field {field.source!r} needs {expected}, got {values[row]!r}", field=field.source, row=row
         )
+    return types
 
 
 def _numbers(field: FieldSchema, values: list[Any]) -> np.ndarray:
@@ -150,8 +152,10 @@ def _keys(field: FieldSchema, values: list[Any]) -> list[Any]:
     if transform.kind is TransformKind.BUCKETIZE:
         labels = np.array([*map(_bucket_label, transform.boundaries), None], dtype=object)
         return labels[_buckets(field, values)].tolist()  # type: ignore[no-any-return]
-    _check(field, values, _is_scalar_or_missing, "a string or a number", _SCALAR_TYPES)
+    types = _check(field, values, _is_scalar_or_missing, "a string or a number", _SCALAR_TYPES)
     if transform.kind is TransformKind.PREFIX:
+        if types == {str}:  # the usual case: a slice of each, with no Python call per value
+            return list(map(operator.itemgetter(slice(transform.length)), values))
         return list(map(_prefix_key, values, repeat(transform.length)))
     return values
 

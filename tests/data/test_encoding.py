@@ -245,6 +245,14 @@ def test_prefix_of_strings_and_ints(encoder: FeatureEncoder, zip_code: Any, pref
     assert indices(encoder, "zip_prefix", [zip_code]) == [expected]
 
 
+def test_prefix_of_a_column_matches_value_by_value(encoder: FeatureEncoder) -> None:
+    strings = ["85711", "85712-1234", "02134", "94", "99999"]  # all strings: the sliced fast path
+    mixed = [*strings, 85711, None]
+
+    for column in (strings, mixed):
+        assert indices(encoder, "zip_prefix", column) == [indices(encoder, "zip_prefix", [v])[0] for v in column]
+
+
 def test_prefix_vocabulary_holds_prefixes(encoder: FeatureEncoder) -> None:
     assert encoder.schema.fields["zip_prefix"].vocabulary == ("857", "940", "021", "100", "554")
 
