@@ -489,8 +489,8 @@ def run_benchmark(
 
 
 def paired_ratios(ours: list[Run], floor: list[Run], per_cpu: bool) -> list[float]:
-    """Throughput ratios of the runs made side by side (the i-th of each, seconds apart), raw or per
-    server CPU-second: on a noisy machine these vary less than a ratio of separate medians."""
+    """Throughput ratios of the runs made side by side (the i-th of each, seconds apart, so both saw the
+    machine in much the same state), raw or per server CPU-second."""
     if per_cpu:
         return [(a.rps / a.server_cpu) / (b.rps / b.server_cpu) for a, b in zip(ours, floor, strict=True)]
     return [a.rps / b.rps for a, b in zip(ours, floor, strict=True)]
