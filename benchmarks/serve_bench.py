@@ -268,6 +268,11 @@ class Run:
     def rows_ps(self) -> float:
         return self.rps * self.rows_per_request
 
+    @property
+    def rps_per_cpu(self) -> float:
+        """Requests per CPU-second of the server."""
+        return self.rps / self.server_cpu
+
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(self.latencies, q) * 1000)
 
@@ -492,7 +497,7 @@ def paired_ratios(ours: list[Run], floor: list[Run], per_cpu: bool) -> list[floa
     """Throughput ratios of the runs made side by side (the i-th of each, seconds apart, so both saw the
     machine in much the same state), raw or per server CPU-second."""
     if per_cpu:
-        return [(a.rps / a.server_cpu) / (b.rps / b.server_cpu) for a, b in zip(ours, floor, strict=True)]
+        return [a.rps_per_cpu / b.rps_per_cpu for a, b in zip(ours, floor, strict=True)]
     return [a.rps / b.rps for a, b in zip(ours, floor, strict=True)]
 
 
@@ -531,7 +536,7 @@ def tail_section(
     for batch, runs in opened_runs.items():
         p99s = ", ".join(f"{run.percentile_ms(99):.0f}" for run in runs)
         steals = ", ".join(f"{run.steal:.1%}" for run in runs)
-        open_ms = statistics.median(run.server_cpu / run.rps * 1000 for run in runs)
+        open_ms = statistics.median(1000 / run.rps_per_cpu for run in runs)
         closed_ms = 1000 / closed[(SERVICE, batch)].rps_per_cpu
         lines.append(f"| {batch} | {p99s} | {steals} | {open_ms:.2f} / {closed_ms:.2f} |")
     lines += [

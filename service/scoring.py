@@ -76,9 +76,9 @@ def encode_rows(encoder: FeatureEncoder, parts: Sequence[Rows]) -> EncodedBatch:
     """
     counts = [p.num_rows for p in parts]
     if not any(p.context for p in parts):  # the usual case: columns end to end, nothing to broadcast
-        names = set().union(*(p.columns for p in parts))
-        columns = parts[0].columns if len(parts) == 1 else _joined_columns(parts, names)
-        return encoder.encode(columns, sum(counts))
+        if len(parts) == 1:
+            return encoder.encode(parts[0].columns, counts[0])
+        return encoder.encode(_joined_columns(parts, set().union(*(p.columns for p in parts))), sum(counts))
     everywhere = set.intersection(*(set(p.context) for p in parts))  # request fields every part sends once
     names = set().union(*(p.columns for p in parts), *(p.context for p in parts)) - everywhere
     columns = _joined_columns(parts, names)

@@ -42,6 +42,10 @@ class CTRDataset(Dataset[Batch]):
     def __getitem__(self, index: int) -> Batch:
         return {name: values[index] for name, values in self.features.items()}, self.labels[index]
 
+    def num_batches(self, batch_size: int) -> int:
+        """How many batches `batches(batch_size)` yields."""
+        return -(-len(self) // batch_size)
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Batches by slicing whole tensors; shuffled when a generator is given."""
         order = torch.randperm(len(self), generator=generator) if generator is not None else None

@@ -136,7 +136,7 @@ class Trainer:
         torch.set_num_threads(self.config.num_threads)
         history = History()
         if self.config.ema_epochs > 0:
-            steps = self.config.ema_epochs * -(-len(train) // self.config.batch_size)
+            steps = self.config.ema_epochs * train.num_batches(self.config.batch_size)
             average = get_ema_multi_avg_fn(max(0.0, 1 - 1 / steps))  # type: ignore[no-untyped-call]
             self.averaged = AveragedModel(self.model, multi_avg_fn=average, use_buffers=True)
         best_state = copy.deepcopy(self.evaluated.state_dict())
@@ -182,10 +182,9 @@ class Trainer:
         self.model.train()
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
         total, rows = 0.0, 0
-        num_batches = -(-len(train) // self.config.batch_size)
         progress = tqdm(
             train.batches(self.config.batch_size, generator),
-            total=num_batches,
+            total=train.num_batches(self.config.batch_size),
             desc=f"epoch {epoch}",
             disable=not self.config.progress,
             leave=False,

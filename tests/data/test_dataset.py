@@ -66,7 +66,7 @@ def test_batches_cover_every_row_once_in_order(dataset: CTRDataset, batch_size: 
     batches = list(dataset.batches(batch_size))
 
     assert rows_of(batches) == list(range(NUM_ROWS))
-    assert len(batches) == -(-NUM_ROWS // batch_size)
+    assert len(batches) == -(-NUM_ROWS // batch_size) == dataset.num_batches(batch_size)
     assert all(len(labels) == batch_size for _, labels in batches[:-1])
 
 
@@ -91,6 +91,7 @@ def test_empty_dataset_has_no_batches() -> None:
 
     assert len(empty) == 0
     assert list(empty.batches(4)) == []
+    assert empty.num_batches(4) == 0
 
 
 def test_resampled_dataset_draws_rows_per_epoch() -> None:
