@@ -128,7 +128,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.unfreeze()
             logger.info("service stopped")
 
-    app = FastAPI(title="deepfm scoring service", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="deepfm scoring service",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # metrics are Prometheus's (/metrics); FastAPI's native OpenTelemetry would look up the global
+        # OpenTelemetry providers on every request to find that none is configured
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.include_router(api_router(service))
     for exc_class in (ServiceError, RequestValidationError, HTTPException):
         app.add_exception_handler(exc_class, render_error)

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLargeError, ServiceError
-from service.logging import request_id
+from service.logging import AccessLog, request_id
 from service.metrics import ServiceMetrics
 
 logger = logging.getLogger("service.access")
@@ -57,6 +57,7 @@ class RequestMiddleware:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._access_log = AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,9 +112,11 @@ class RequestMiddleware:
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route: str = getattr(scope.get("route"), "path", "<unmatched>")
         method: str = scope["method"] if scope["method"] in METHODS else "other"
-        fields = {"method": method, "path": scope["path"], "status": status, "duration_ms": round(seconds * 1000, 3)}
+        duration_ms = round(seconds * 1000, 3)
         if route.startswith(UNTRACKED_PREFIXES):
-            logger.debug("request", extra=fields)
+            logger.debug(
+                "request", extra={"method": method, "path": scope["path"], "status": status, "duration_ms": duration_ms}
+            )
             return
         key = (method, route, status)
         series = self._series.get(key)
@@ -122,4 +125,4 @@ class RequestMiddleware:
             series = self._series[key] = (self.metrics.requests.labels(*labels), self.metrics.latency.labels(*labels))
         series[0].inc()
         series[1].observe(seconds)
-        logger.info("request", extra=fields)
+        self._access_log.write(method, scope["path"], status, duration_ms)

@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 from serving_helpers import MODEL_NAME, UNKNOWN_INSTANCES, MakeClient, Trained, metric
 
 from service.app import GC_THRESHOLDS, create_app
-from service.logging import JsonFormatter
 from service.settings import Settings
 
 USER_FIELDS = ("user_id", "gender", "age", "occupation", "zip_code")
@@ -285,15 +284,13 @@ def test_lifespan_freezes_startup_objects_and_sets_gc_thresholds_until_shutdown(
 
 
 def test_access_log_is_json_with_the_request_id(client: TestClient, trained: Trained, capsys: Any) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
     access = logging.getLogger("service.access")
-    access.addHandler(handler)
+    level = access.level
     access.setLevel(logging.INFO)
     try:
         client.post("/predict", json={"instances": trained.instances(1)}, headers={"X-Request-ID": "log-test-1"})
     finally:
-        access.removeHandler(handler)
+        access.setLevel(level)
     (line,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert line["request_id"] == "log-test-1"
     assert (line["message"], line["path"], line["status"], line["level"]) == ("request", "/predict", 200, "info")
