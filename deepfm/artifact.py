@@ -5,8 +5,10 @@
         schema.json     the fitted DatasetSchema: fields, sources, transforms, vocabularies, statistics
         metadata.json   name, version, creation time, config, metrics, library versions, sha256 of both
 
-Versions are increasing integers. A version is written into a hidden temporary directory and then
-renamed into place, so a half-written export is never visible and an existing one is never touched.
+A model that has a serving form (`CTRModel.for_serving`: the same outputs from fewer, larger
+operations) is saved in that form. Versions are increasing integers. A version is written into a
+hidden temporary directory and then renamed into place, so a half-written export is never visible
+and an existing one is never touched.
 Loading checks every file (presence, JSON, checksums), that the model and schema agree, and scores
 a probe batch; a failure is an ArtifactError that names the file. This module imports no training
 or model-building code: the service depends on it.
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -54,6 +56,13 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return torch.sigmoid(self.model(batch))  # (B,)
+
+
+@runtime_checkable
+class HasServingForm(Protocol):
+    """A model with a copy that computes the same outputs in a form cheaper to run (`CTRModel.for_serving`)."""
+
+    def for_serving(self) -> nn.Module: ...
 
 
 def sha256_of(path: Path) -> str:
@@ -119,7 +128,7 @@ def export_artifact(
     """Script `model` and write it with its schema and metadata as the next version.
 
     Args:
-        model: a trained logit model reading the schema's fields.
+        model: a trained logit model reading the schema's fields; its serving form if it has one.
         schema: the fitted schema the model was trained with.
         store: the models store root.
         model_name: the artifact's model name (a directory under the store).
@@ -132,7 +141,8 @@ def export_artifact(
     root = Path(store) / model_name
     root.mkdir(parents=True, exist_ok=True)
     model.eval()
-    scripted = jit.script(ProbabilityModel(model, schema.field_names))
+    served = model.for_serving() if isinstance(model, HasServingForm) else model
+    scripted = jit.script(ProbabilityModel(served, schema.field_names))
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         jit.save(scripted, staging / MODEL_FILE)

@@ -27,6 +27,7 @@ class DenseEmbedding(nn.Module):
 
     def __init__(self, embedding_dim: int) -> None:
         super().__init__()
+        self.embedding_dim = embedding_dim
         self.linear = nn.Linear(1, embedding_dim, bias=False)
 
     def forward(self, values: Tensor) -> Tensor:
