@@ -301,12 +301,14 @@ class FeatureEncoder:
         except TypeError:  # an unhashable token: name its row
             _check(field, values, lambda v: all(map(_is_token, _tokens(field, [v])[0])), "a list of strings")
             raise
-        rows = np.repeat(np.arange(len(tokens)), lengths)
-        positions = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        kept = positions < field.max_length  # the first max_length tokens of each row
-        out = np.zeros((len(tokens), field.max_length), dtype=np.int64)  # (B, L)
-        out[rows[kept], positions[kept]] = flat[kept]
-        unknown = np.bincount(rows[kept & (flat == OOV_INDEX)], minlength=len(tokens)) > 0
+        max_length = field.max_length
+        kept = np.minimum(lengths, max_length)
+        filled = np.arange(max_length) < kept[:, None]  # (B, L): the slots of each row's first max_length tokens
+        out = np.zeros((len(tokens), max_length), dtype=np.int64)
+        if len(flat) > kept.sum():  # some rows are longer than max_length: drop their extra tokens
+            flat = flat[np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths) < max_length]
+        out[filled] = flat  # row-major order is the tokens' order
+        unknown = ((out == OOV_INDEX) & filled).any(axis=1)
         return out, int((unknown | (lengths == 0)).sum())
 
 

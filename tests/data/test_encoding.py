@@ -301,6 +301,14 @@ def test_sequence_is_truncated_to_its_first_max_length_tokens(encoder: FeatureEn
     assert rows == [[horror, comedy, action], [drama, action, comedy]]
 
 
+def test_only_kept_tokens_count_as_oov(encoder: FeatureEncoder) -> None:
+    values = [["Drama", "Action", "Comedy", "Western"], ["Western", "Drama"], ["Drama"], "Horror|Comedy|Action|X"]
+
+    batch = encode_one(encoder, "genres", values)
+
+    assert batch.oov_rows["genres"] == 1  # the unknown "Western" past max_length is dropped, not counted
+
+
 @pytest.mark.parametrize(
     ("value", "expected", "oov"),
     [
