@@ -146,7 +146,8 @@ class LoadedModel:
         encoded = encode_rows(self.encoder, parts)
         total = encoded.num_rows
         tensors = {name: torch.from_numpy(values) for name, values in encoded.features.items()}
+        if total <= max_rows:  # the usual case: one call on the whole batch
+            return Scored(self.artifact.predict(tensors).numpy(), encoded.oov_rows, [total])
         starts = range(0, total, max_rows)
         outputs = [self.artifact.predict({k: t[s : s + max_rows] for k, t in tensors.items()}) for s in starts]
-        scores = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        return Scored(scores.numpy(), encoded.oov_rows, [min(max_rows, total - s) for s in starts])
+        return Scored(torch.cat(outputs).numpy(), encoded.oov_rows, [min(max_rows, total - s) for s in starts])
