@@ -150,8 +150,8 @@ class ServingEmbedding(nn.Module):
             rows = {n: _rows(modules[n]) for n in names}
             firsts = {n: _rows(embedding.first_order_embeddings[n]) for n in names}
             # each projection matrix (D, width); fields of width D have none
-            projected = {n: m.weight.detach() for n, m in embedding.projections.items() if isinstance(m, nn.Linear)}
-            projections = {n: projected.get(n) for n in names}
+            matrices = {n: m.weight.detach() for n, m in embedding.projections.items() if isinstance(m, nn.Linear)}
+            projections = {n: matrices.get(n) for n in names}
             sizes = [rows[n].shape[0] for n in sparse]
             self.sparse_names = sparse
             self.register_buffer("sparse_offsets", torch.tensor([sum(sizes[:i]) for i in range(len(sparse))]))
