@@ -116,6 +116,32 @@ def probe_batch(schema: DatasetSchema, batch_size: int = 2) -> dict[str, Tensor]
     return batch
 
 
+SERVING_FORM_TOLERANCE = 1e-5
+
+
+def _serving_form(model: nn.Module, schema: DatasetSchema) -> nn.Module:
+    """The model's serving form if it has one, checked against the model on a probe batch.
+
+    Raises:
+        ArtifactError: the two disagree (the serving form would score wrongly).
+    """
+    if not isinstance(model, HasServingForm):
+        return model
+    served = model.for_serving()
+    batch = probe_batch(schema, batch_size=3)
+    for field in schema.fields.values():
+        if field.feature_type is FeatureType.SEQUENCE:
+            batch[field.name][2, 1:] = 0  # a bag of one token beside the full (row 1) and empty (row 0) ones
+        elif field.feature_type is FeatureType.DENSE:
+            batch[field.name] = torch.tensor([0.0, 1.0, -2.0])
+    with torch.no_grad():
+        expected, got = model(batch), served(batch)
+    gap = float((got - expected).abs().max())
+    if not gap <= SERVING_FORM_TOLERANCE:
+        raise ArtifactError(f"the serving form of the model differs from it by {gap:.3g} on a probe batch")
+    return served
+
+
 def export_artifact(
     model: nn.Module,
     schema: DatasetSchema,
@@ -141,8 +167,7 @@ def export_artifact(
     root = Path(store) / model_name
     root.mkdir(parents=True, exist_ok=True)
     model.eval()
-    served = model.for_serving() if isinstance(model, HasServingForm) else model
-    scripted = jit.script(ProbabilityModel(served, schema.field_names))
+    scripted = jit.script(ProbabilityModel(_serving_form(model, schema), schema.field_names))
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         jit.save(scripted, staging / MODEL_FILE)

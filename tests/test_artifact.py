@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: TorchScript reads the model classes' annotations as objects.
 
 import ast
+import copy
 import hashlib
 import json
 from collections.abc import Callable
@@ -70,6 +71,20 @@ class NaNCTR(TinyCTR):
 class WideCTR(TinyCTR):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return torch.zeros(batch[self.dense_names[0]].shape[0], 2)  # (B, 2), not (B,)
+
+
+class ServedCTR(TinyCTR):
+    """A model with a serving form: itself with its dense weight moved by `shift` (0: the same outputs)."""
+
+    def __init__(self, schema: DatasetSchema, shift: float) -> None:
+        super().__init__(schema)
+        self.shift = shift
+
+    def for_serving(self) -> nn.Module:
+        served = copy.deepcopy(self)
+        with torch.no_grad():
+            served.dense_weight.add_(self.shift)
+        return served
 
 
 class Unscriptable(nn.Module):
@@ -186,6 +201,16 @@ def _failing_save(module: torch.jit.ScriptModule, path: str | Path) -> None:
 
 def _failing_versions() -> dict[str, str]:
     raise OSError("disk full")
+
+
+def test_export_saves_the_serving_form_after_checking_it(schema: DatasetSchema, store: Path) -> None:
+    torch.manual_seed(0)
+    path = export(ServedCTR(schema, shift=0.0), schema, store)
+    assert path.name == "1" and load_artifact(path).model is not None
+
+    with pytest.raises(ArtifactError, match="serving form"):
+        export(ServedCTR(schema, shift=1.0), schema, store)
+    assert [p.name for p in (store / NAME).iterdir()] == ["1"]
 
 
 @pytest.mark.parametrize(
