@@ -19,6 +19,8 @@ same outputs from fewer, larger ones, with tables prepared once from the trained
 The outputs equal `FeatureEmbedding`'s up to float rounding (tests hold them to 1e-6).
 """
 
+from itertools import accumulate
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
@@ -34,6 +36,11 @@ def _rows(module: nn.Module) -> Tensor:
     if isinstance(module, DenseEmbedding):
         return module.linear.weight.detach().T  # (1, width): the embedding of the value 1
     raise TypeError(f"not a field embedding: {module!r}")
+
+
+def _starts(lengths: list[int]) -> list[int]:
+    """Where each of consecutive blocks of these lengths starts."""
+    return [0, *accumulate(lengths)][:-1]
 
 
 def _projected(rows: Tensor, projection: Tensor | None) -> Tensor:
@@ -117,9 +124,10 @@ class _DenseField(nn.Module):
 
     def __init__(self, row: Tensor, first: Tensor, projection: Tensor | None) -> None:
         super().__init__()
+        projected = _projected(row, projection)
         self.width = row.shape[1]
-        self.fm_width = _projected(row, projection).shape[1]
-        self.register_buffer("row", torch.cat([row, _projected(row, projection), first], dim=1)[0])
+        self.fm_width = projected.shape[1]
+        self.register_buffer("row", torch.cat([row, projected, first], dim=1)[0])
 
     def forward(self, values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Args: values (B,). Returns: raw (B, width), projected (B, D), first-order (B, 1)."""
@@ -154,7 +162,7 @@ class ServingEmbedding(nn.Module):
             projections = {n: matrices.get(n) for n in names}
             sizes = [rows[n].shape[0] for n in sparse]
             self.sparse_names = sparse
-            self.register_buffer("sparse_offsets", torch.tensor([sum(sizes[:i]) for i in range(len(sparse))]))
+            self.register_buffer("sparse_offsets", torch.tensor(_starts(sizes)))
             fm_rows = [torch.cat([_projected(rows[n], projections[n]), firsts[n]], dim=1) for n in sparse]
             empty = torch.empty(0, embedding.fm_embed_dim + 1)
             self.register_buffer("sparse_table", torch.cat(fm_rows) if fm_rows else empty)
@@ -166,7 +174,7 @@ class ServingEmbedding(nn.Module):
                 _RawGroup(
                     torch.cat([rows[sparse[i]] for i in group]),
                     group,
-                    [sum(sizes[j] for j in group[:k]) for k in range(len(group))],
+                    _starts([sizes[i] for i in group]),
                 )
                 for group in groups
             )
@@ -181,7 +189,7 @@ class ServingEmbedding(nn.Module):
         stacked = sparse + list(bags) + dense
         self.register_buffer("field_order", torch.tensor([stacked.index(n) for n in names]))
         flat = [sparse[i] for group in groups for i in group] + list(bags) + dense
-        starts = {n: sum(widths[m] for m in flat[: flat.index(n)]) for n in names}
+        starts = dict(zip(flat, _starts([widths[n] for n in flat]), strict=True))
         self.register_buffer(
             "flat_order", torch.tensor([c for n in names for c in range(starts[n], starts[n] + widths[n])])
         )
