@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from deepfm.artifact import Artifact
 from deepfm.data.encoding import FeatureEncoder
-from service.batching import Batcher
+from service.batching import Batcher, _Job
 from service.errors import InvalidInputError, NotReadyError
 from service.inputs import RequestSpec
 from service.metrics import SCORE_BUCKETS, ServiceMetrics, observe_many
@@ -85,6 +86,32 @@ def test_a_refused_value_fails_only_its_own_request(store: Path, trained: Traine
     error = outcomes[3]
     assert isinstance(error, InvalidInputError)
     assert [(d.instance, d.field) for d in error.details] == [(1, "age")]
+
+
+def test_requests_queued_while_the_worker_yields_join_its_call(
+    store: Path, trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing waiting behind the first request, the worker yields the CPU once before the call;
+    what the event loop queues meanwhile joins the call, and a lone request waits for nothing more."""
+    loaded = LoadedModel.load(store / "deepfm" / "1", MAX_ROWS)
+    batcher = Batcher(ServiceMetrics(), max_rows=64, max_wait_s=0.0, coalesce=True)
+    loop = asyncio.new_event_loop()
+    first, second = (
+        _Job(loaded, loaded.spec.rows(trained.instances(2, i), None, strict=False), loop.create_future(), None)
+        for i in range(2)
+    )
+    handed_over: list[_Job] = []
+
+    def event_loop_runs() -> None:  # what the event loop does while the worker yields: queue a request
+        handed_over.append(second)
+        batcher._queue.put(second)
+
+    monkeypatch.setattr(os, "sched_yield", event_loop_runs)
+    assert batcher._group(first, []) == [first, second]
+    monkeypatch.setattr(os, "sched_yield", lambda: handed_over.append(first))
+    assert batcher._group(first, []) == [first]
+    assert handed_over == [second, first]  # one yield per call
+    loop.close()
 
 
 def test_a_stopped_worker_refuses_requests(store: Path, trained: Trained) -> None:
