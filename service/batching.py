@@ -82,7 +82,8 @@ class Batcher:
     Args:
         metrics: where model calls, rows, OOV counts and scores are recorded.
         max_rows: most rows in one model call.
-        max_wait_s: how long a model call waits for more requests; 0 takes only those already waiting.
+        max_wait_s: how long a model call waits for more requests; 0 takes those already waiting and
+            those queued while the worker yields the CPU once.
         coalesce: whether to merge requests at all.
     """
 

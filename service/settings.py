@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     """Most rows in one model call; larger requests are scored in slices of this size."""
 
     batch_max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
-    """How long a model call waits for more requests to merge; 0 takes only those already waiting."""
+    """How long a model call waits for more requests; 0: those waiting, or queued while the scorer yields once."""
 
     torch_threads: int | None = Field(default=None, ge=1)
     """Torch intra-op threads per worker; unset: CPUs // workers (at least 1)."""
