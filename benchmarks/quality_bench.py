@@ -5,7 +5,8 @@
 Leave-one-out protocol (each held-out rating ranked against 999 unrated movies): test AUC, logloss,
 HR@K and NDCG@K, mean and std over seeds, against the seed project's published figures. Random-split
 protocol (explicit ratings only, 80/10/10): test AUC and logloss. Also training speed on this machine.
-Writes benchmarks/results/quality_bench.md and .json; run directories go under runs/quality_bench/.
+Writes benchmarks/results/quality_bench.md and .json (`--output` names them otherwise); run directories
+go under runs/quality_bench/.
 """
 
 from __future__ import annotations
@@ -129,12 +130,14 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="only rewrite the report from the run directories under runs/"
     )
+    parser.add_argument("--output", default="quality_bench", help="report name: results/NAME.md and NAME.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     command = "python benchmarks/quality_bench.py " + " ".join(
         [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}"]
         + [f"--protocols {' '.join(args.protocols)}"]
         + [f"-o {o}" for o in args.override]
+        + ([] if args.output == "quality_bench" else [f"--output {args.output}"])
     )
     RESULTS.mkdir(exist_ok=True)
     for protocol in [] if args.report_only else args.protocols:
@@ -150,8 +153,8 @@ def main() -> None:
                     metrics = json.loads(path.read_text())
                     metrics.pop("history", None)
                     results.setdefault(model, {}).setdefault(protocol, []).append(metrics)
-    (RESULTS / "quality_bench.json").write_text(json.dumps(results, indent=2))
-    (RESULTS / "quality_bench.md").write_text(report(results, command))
+    (RESULTS / f"{args.output}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{args.output}.md").write_text(report(results, command))
     print(report(results, command))
 
 
