@@ -90,19 +90,21 @@ def report(results: dict[str, dict[str, list[dict[str, Any]]]], command: str) ->
                 f"| {model} | {r['seed']} | {r['val']['best_epoch']} | {t['auc']:.4f} | {t['hr@10']:.4f} "
                 f"| {t['ndcg@10']:.4f} |"
             )
-    lines += [
-        "",
-        "## Random-split protocol (explicit ratings only, 80/10/10, label rating >= 4)",
-        "",
-        "| model | seeds | AUC | logloss |",
-        "|---|---|---|---|",
-    ]
-    for model, by_protocol in results.items():
-        runs = by_protocol.get("random_split", [])
-        if runs:
-            auc = mean_std([r["test"]["auc"] for r in runs])
-            logloss = mean_std([r["test"]["logloss"] for r in runs])
-            lines.append(f"| {model} | {len(runs)} | {auc} | {logloss} |")
+    random_split = {
+        model: by_protocol["random_split"] for model, by_protocol in results.items() if "random_split" in by_protocol
+    }
+    if random_split:
+        lines += [
+            "",
+            "## Random-split protocol (explicit ratings only, 80/10/10, label rating >= 4)",
+            "",
+            "| model | seeds | AUC | logloss |",
+            "|---|---|---|---|",
+        ]
+    for model, runs in random_split.items():
+        auc = mean_std([r["test"]["auc"] for r in runs])
+        logloss = mean_std([r["test"]["logloss"] for r in runs])
+        lines.append(f"| {model} | {len(runs)} | {auc} | {logloss} |")
     lines += [
         "",
         "## Training speed (leave-one-out, 490,570 rows per epoch; median over runs)",
