@@ -11,16 +11,17 @@ Servers, each one uvicorn worker pinned to CPU 1:
     DEEPFM_SERVE_TORCH_THREADS=1.
   - service, coalescing off: the same with DEEPFM_SERVE_COALESCE=false.
 The load generator runs in this process, pinned to CPU 0: asyncio keep-alive connections speaking raw
-HTTP/1.1 (tens of microseconds of CPU per request). Closed loop: `--connections` connections send back
-to back for `--duration` s after a 1 s warm-up; runs are interleaved across servers and repeated, and
-medians are reported. Each run records the server's and the load generator's CPU use: on a machine
-shared with other work a server gets only part of its core, so requests per CPU-second of the server
-are reported too, and ratios are given both ways. Then the service is driven open loop at 80% of its
-peak request rate (latency counted from each request's scheduled send time). In-process floors, on
-CPU 1 with one torch thread: the TorchScript model alone, and encoding plus model (the service's
-scoring path without HTTP), on the same batches. For the open-loop tail the report also gives each
-run's p99 with the share of the machine's CPU the hypervisor stole during it, and the CPU cost of an
-encoding + model call after the core idled for a while (as it does between open-loop arrivals).
+HTTP/1.1 (tens of microseconds of CPU per request), its garbage collector held off during each run.
+Closed loop: `--connections` connections send back to back for `--duration` s after a 1 s warm-up;
+runs are interleaved across servers and repeated, and medians are reported. Each run records the
+server's and the load generator's CPU use: on a machine shared with other work a server gets only part
+of its core, so requests per CPU-second of the server are reported too, and ratios are given both ways.
+Then the service is driven open loop at 80% of its peak request rate (latency counted from each
+request's scheduled send time). In-process floors, on CPU 1 with one torch thread: the TorchScript
+model alone, and encoding plus model (the service's scoring path without HTTP), on the same batches.
+For the open-loop tail the report also gives each run's p99 with the share of the machine's CPU the
+hypervisor stole during it, and the CPU cost of an encoding + model call after the core idled for a
+while (as it does between open-loop arrivals).
 
 The model is DeepFM with its default hyperparameters over a MovieLens-100K-shaped schema (943 users,
 1682 movies, ...; untrained weights: speed does not depend on them), or the deepfm model of `--store`.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -359,13 +361,29 @@ def machine_cpu_ticks() -> tuple[int, int]:
     return ticks[7], sum(ticks)
 
 
+@contextmanager
+def no_collector_pauses() -> Iterator[None]:
+    """Keep this process's garbage collector out of a timed stretch: collect and freeze what exists, and
+    collect nothing until the stretch ends. This process holds torch and pandas (about 220,000 objects),
+    and a full collection over them pauses it for about 140 ms: inside a run, every request scheduled
+    meanwhile would count that pause as the server's latency."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def measure(server: Server, drive: Callable[[], Coroutine[Any, Any, Run]]) -> Run:
     """Run a load generator coroutine against `server`, recording both sides' CPU use and the steal."""
-    cpu_before, loadgen_before, wall_before = server.cpu_seconds(), time.process_time(), time.perf_counter()
-    stolen_before, ticks_before = machine_cpu_ticks()
-    run = asyncio.run(drive())
-    wall = time.perf_counter() - wall_before
-    stolen, ticks = machine_cpu_ticks()
+    with no_collector_pauses():
+        cpu_before, loadgen_before, wall_before = server.cpu_seconds(), time.process_time(), time.perf_counter()
+        stolen_before, ticks_before = machine_cpu_ticks()
+        run = asyncio.run(drive())
+        wall = time.perf_counter() - wall_before
+        stolen, ticks = machine_cpu_ticks()
     run.server_cpu = (server.cpu_seconds() - cpu_before) / wall
     run.loadgen_cpu = (time.process_time() - loadgen_before) / wall
     run.steal = (stolen - stolen_before) / max(1, ticks - ticks_before)
@@ -470,7 +488,8 @@ def run_benchmark(
     bodies = payloads()
     os.sched_setaffinity(0, {SERVER_CPU})
     torch.set_num_threads(1)
-    floors = {batch: in_process(store, body, args.duration) for batch, body in bodies.items()}
+    with no_collector_pauses():
+        floors = {batch: in_process(store, body, args.duration) for batch, body in bodies.items()}
     os.sched_setaffinity(0, {LOADGEN_CPU})
     with ExitStack() as stack:
         servers = [stack.enter_context(start_server(spec)) for spec in server_specs(store)]
