@@ -101,10 +101,10 @@ def report(results: dict[str, dict[str, list[dict[str, Any]]]], command: str) ->
             "| model | seeds | AUC | logloss |",
             "|---|---|---|---|",
         ]
-    for model, runs in random_split.items():
-        auc = mean_std([r["test"]["auc"] for r in runs])
-        logloss = mean_std([r["test"]["logloss"] for r in runs])
-        lines.append(f"| {model} | {len(runs)} | {auc} | {logloss} |")
+        for model, runs in random_split.items():
+            auc = mean_std([r["test"]["auc"] for r in runs])
+            logloss = mean_std([r["test"]["logloss"] for r in runs])
+            lines.append(f"| {model} | {len(runs)} | {auc} | {logloss} |")
     lines += [
         "",
         "## Training speed (leave-one-out, 490,570 rows per epoch; median over runs)",
