@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional
 
 from deepfm.errors import ConfigError
 
@@ -53,18 +54,19 @@ class CIN(nn.Module):
         """Args: x0 (B, F, D) field embeddings. Returns: (B, output_dim)."""
         batch_size, _, embed_dim = x0.shape
         last = len(self.direct_sizes) - 1
+        # D leads the fields, contiguous, so that each layer's 1x1 convolution is one (B*D, F*H) x (F*H, H_k)
+        # GEMM instead of a matmul broadcast over the batch.
+        x0 = x0.transpose(1, 2).contiguous()  # (B, D, F)
         hidden = x0
         pooled: list[Tensor] = []
         for i, conv in enumerate(self.conv_layers):
-            z = x0.unsqueeze(2) * hidden.unsqueeze(1)  # (B, F, H, D)
-            # The 1x1 convolution as one matmul (faster on CPU than conv1d): (B, F*H, D) -> (B, H_k, D)
-            z = torch.matmul(conv.weight[:, :, 0], z.reshape(batch_size, -1, embed_dim))  # type: ignore[index]
-            bias = conv.bias
-            if bias is not None:
-                z = z + bias.unsqueeze(1)  # type: ignore[operator]
+            z = (x0.unsqueeze(3) * hidden.unsqueeze(2)).reshape(batch_size * embed_dim, -1)  # (B*D, F*H)
+            weight = conv.weight[:, :, 0]  # type: ignore[index]
+            z = functional.linear(z, weight, conv.bias)  # type: ignore[arg-type]
+            z = z.view(batch_size, embed_dim, -1)  # (B, D, H_k)
             if self.split_half and i < last:
-                direct, hidden = z.chunk(2, dim=1)  # (B, H_k/2, D) each
+                direct, hidden = z.chunk(2, dim=2)  # (B, D, H_k/2) each
             else:
                 direct, hidden = z, z
-            pooled.append(direct.sum(dim=2))  # (B, direct_size)
+            pooled.append(direct.sum(dim=1))  # (B, direct_size)
         return torch.cat(pooled, dim=1)  # (B, output_dim)
