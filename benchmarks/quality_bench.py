@@ -7,8 +7,9 @@ HR@K and NDCG@K, mean and std over seeds, against the seed project's published f
 protocol (explicit ratings only, 80/10/10): test AUC and logloss. Also training speed on this machine.
 Writes benchmarks/results/quality_bench.md and .json (`--output` names them otherwise); run directories
 go under runs/quality_bench/. Runs are seeded and deterministic on the CPU: rerunning one gives the same
-figures. The report covers every run in the existing .json too, so `--models xdeepfm` re-runs one model
-and keeps the others' results; each run records the command that made it.
+figures, so a run directory that already ran the same config is reused, not retrained (delete it after
+a code change). The report covers every run in the existing .json too, so `--models xdeepfm` re-runs one
+model and keeps the others' results; each result records the command that produced it.
 """
 
 from __future__ import annotations
