@@ -170,7 +170,6 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from the existing .json")
     parser.add_argument("--output", default="quality_bench", help="report name: results/NAME.md and NAME.json")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     command = "python benchmarks/quality_bench.py " + " ".join(
         [f"--models {' '.join(args.models)}", f"--seeds {' '.join(map(str, args.seeds))}"]
         + [f"--protocols {' '.join(args.protocols)}"]
