@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from serving_helpers import REPO_ROOT, Server, run_server
 
-README_PORT = "localhost:8000"
+README_ADDRESS = "localhost:8000"
 # A bash block that starts with a curl call to the README's server and ends with the output it shows.
-EXAMPLE = re.compile(r"```bash\n(curl -s localhost:8000/.*?)\n# (\{.*?\})\n```", re.DOTALL)
+EXAMPLE = re.compile(rf"```bash\n(curl -s {re.escape(README_ADDRESS)}/.*?)\n# (\{{.*?\}})\n```", re.DOTALL)
 EXAMPLES = EXAMPLE.findall((REPO_ROOT / "README.md").read_text())
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
@@ -39,7 +39,7 @@ def test_readme_shows_the_scoring_and_ranking_examples() -> None:
 def test_readme_example_prints_what_the_readme_shows(server: Server, command: str, shown: str) -> None:
     address = server.url.removeprefix("http://")
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", command.replace(README_PORT, address)],
+        ["bash", "-euo", "pipefail", "-c", command.replace(README_ADDRESS, address)],
         capture_output=True,
         text=True,
         timeout=60,
