@@ -10,6 +10,8 @@ DeepFMError
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class DeepFMError(Exception):
     """Root of every error the library raises on purpose."""
@@ -26,12 +28,21 @@ class EncodingError(DeepFMError):
         message: what is wrong.
         field: the request field at fault, if known.
         row: the row (instance index) at fault, if known.
+        problems: the errors this one gathers, one per field at fault; default: just this one.
     """
 
-    def __init__(self, message: str, *, field: str | None = None, row: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        row: int | None = None,
+        problems: Sequence[EncodingError] = (),
+    ) -> None:
         super().__init__(message)
         self.field = field
         self.row = row
+        self.problems: tuple[EncodingError, ...] = tuple(problems) or (self,)
 
 
 class ConfigError(DeepFMError):

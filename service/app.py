@@ -23,6 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from deepfm.errors import EncodingError
 from service.allocator import keep_freed_memory
 from service.batching import Batcher
 from service.errors import ErrorDetail, InvalidInputError, ServiceError
@@ -54,11 +55,14 @@ def as_service_error(exc: Exception) -> ServiceError:
     """The ServiceError for an exception raised while handling a request."""
     if isinstance(exc, ServiceError):
         return exc
+    if isinstance(exc, EncodingError):  # the encoder refused raw values: the one place that makes it a 422
+        details = [ErrorDetail(str(p), p.row, p.field) for p in exc.problems]
+        return InvalidInputError(f"{len(details)} problem(s) in the request", details)
     if isinstance(exc, RequestValidationError):
         details = [ErrorDetail(e["msg"], None, ".".join(map(str, e["loc"][1:]))) for e in exc.errors()]
         return InvalidInputError(f"{len(details)} problem(s) in the request", details)
-    if isinstance(exc, HTTPException):
-        return ServiceError.with_status(exc.status_code, str(exc.detail))
+    if isinstance(exc, HTTPException):  # the router's 404 and 405 (with its Allow header)
+        return ServiceError.with_status(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
     return ServiceError(str(exc))
 
 
@@ -94,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_rows=settings.batch_max_rows,
             max_wait_s=settings.batch_max_wait_ms / 1000,
             coalesce=settings.coalesce,
+            timeout_s=settings.request_timeout_s,
         ),
         metrics=metrics,
     )
@@ -122,7 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             poller.stop()
-            service.batcher.stop()
+            service.batcher.stop(settings.drain_timeout_s)
             metrics.close()
             gc.set_threshold(*previous_gc_thresholds)
             gc.unfreeze()
@@ -138,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(api_router(service))
-    for exc_class in (ServiceError, RequestValidationError, HTTPException):
+    for exc_class in (ServiceError, EncodingError, RequestValidationError, HTTPException):
         app.add_exception_handler(exc_class, render_error)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -7,7 +7,9 @@
     ├── NotFoundError             404 not_found (unknown model or version; the router's 404 has the same code)
     ├── PayloadTooLargeError      413 payload_too_large
     ├── InvalidInputError         422 invalid_input (details name the instance and field)
-    └── NotReadyError             503 not_ready
+    ├── ModelError                500 model_error (a model call failed or gave non-finite scores)
+    ├── NotReadyError             503 not_ready
+    └── DeadlineExceededError     504 deadline_exceeded (no score within request_timeout_s)
 
 Other HTTP errors (the router's 405, ...) keep their status, coded by its phrase (`with_status`).
 Rendered as `{"error": {"code": ..., "message": ..., "details": [{"instance": i, "field": f, "message": m}]}}`.
@@ -51,9 +53,9 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
     @classmethod
-    def with_status(cls, status_code: int, message: str) -> ServiceError:
+    def with_status(cls, status_code: int, message: str, headers: dict[str, str] | None = None) -> ServiceError:
         """An error for an HTTP status raised outside the service (the router's 404 and 405), coded by its phrase."""
-        error = cls(message)
+        error = cls(message, headers=headers)
         error.status_code = status_code
         error.code = re.sub(r"\W+", "_", HTTPStatus(status_code).phrase.lower())
         return error
@@ -100,6 +102,18 @@ class InvalidInputError(ServiceError):
 
 
 class NotReadyError(ServiceError):
-    """No model is loaded yet."""
+    """No model is loaded yet, or the scoring worker does not run."""
 
     status_code, code = 503, "not_ready"
+
+
+class ModelError(ServiceError):
+    """The model failed on these rows (an exception, or a score that is not a finite probability)."""
+
+    status_code, code = 500, "model_error"
+
+
+class DeadlineExceededError(ServiceError):
+    """The request was not scored within the server's deadline."""
+
+    status_code, code = 504, "deadline_exceeded"

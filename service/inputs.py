@@ -3,65 +3,21 @@
 A request field is a schema `source` (e.g. `zip_code`); it feeds one or more model fields (e.g.
 `zip_prefix` through a prefix transform). Checks here are set operations and C-level scans over
 columns, so a valid request costs no Python loop per row; whether a value suits its field is the
-encoder's to say.
+encoder's to say (`deepfm.data.encoding`, the one judge of raw values).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any
 
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, TransformKind
 from service.errors import ErrorDetail, InvalidInputError
-from service.schemas import INT64_MAX, INT64_MIN, FeatureInfo, RequestFieldInfo
+from service.schemas import FeatureInfo, RequestFieldInfo
 
 Instance = dict[str, Any]
-
-ANY_RAW_VALUE = "a string, an integer, a finite number, a list of strings or integers, or null"
-_TEXT_TYPES: frozenset[type] = frozenset({str, type(None)})
-
-
-def _need(value: Any) -> str | None:
-    """What a JSON value must be to be a raw value (`service.schemas.RawValue`); None if it is one."""
-    kind = type(value)  # exact types: a bool is not an integer here
-    if kind is str or value is None:
-        return None
-    if kind is int:
-        return None if INT64_MIN <= value <= INT64_MAX else "an integer within 64 bits"
-    if kind is float:
-        return None if math.isfinite(value) else "a finite number"
-    if kind is list and all(type(v) is str or (type(v) is int and INT64_MIN <= v <= INT64_MAX) for v in value):
-        return None
-    return ANY_RAW_VALUE
-
-
-def _all_raw_values(column: list[Any]) -> bool:
-    """Whether every value of a column is a raw value, by whole-column checks for the usual columns."""
-    types = set(map(type, column))
-    if types <= _TEXT_TYPES:
-        return True
-    if types == {int}:
-        return bool(min(column) >= INT64_MIN and max(column) <= INT64_MAX)
-    if types == {list}:
-        return set(map(type, chain.from_iterable(column))) <= {str}
-    return all(_need(value) is None for value in column)
-
-
-def _value_details(columns: dict[str, list[Any]], context: Instance) -> list[ErrorDetail]:
-    """A detail for the first value of each column, and each context value, that is no raw value."""
-    details = []
-    for name, column in columns.items():
-        if not _all_raw_values(column):
-            row, need = next((row, need) for row, need in enumerate(map(_need, column)) if need is not None)
-            details.append(ErrorDetail(f"must be {need}; got {column[row]!r:.80}", row, name))
-    for name, value in context.items():
-        context_need = _need(value)
-        if context_need is not None:
-            details.append(ErrorDetail(f"context: must be {context_need}; got {value!r:.80}", None, name))
-    return details
 
 
 def _natural(key: str) -> int | str:
@@ -167,13 +123,12 @@ class RequestSpec:
     def rows(self, instances: Sequence[Instance], context: Instance | None, strict: bool) -> Rows:
         """Check instances and context against the fields and build columns.
 
-        Values of the wrong type for their field are left to the encoder, the one judge of what a
-        field takes (`FeatureEncoder.encode` raises an EncodingError naming the field and row).
+        Values are left to the encoder, the one judge of what a field takes (`FeatureEncoder.encode`
+        raises an EncodingError naming the field and row).
 
         Raises:
             InvalidInputError: naming each offending instance and field: unknown fields, a field both in the
-                context and an instance, a value that is no raw value (see `_need`), and (strict) missing
-                or null values.
+                context and an instance, and (strict) missing or null values.
         """
         context = context or {}
         present: set[str] = set().union(*instances)
@@ -191,11 +146,10 @@ class RequestSpec:
         if details:
             raise InvalidInputError(f"{len(details)} problem(s) in the request", details)
         columns = {name: list(map(dict.get, instances, repeat(name))) for name in present}
-        details = _value_details(columns, context)
-        if not details and strict:
+        if strict:
             details = self._missing(columns, context)
-        if details:
-            raise InvalidInputError(f"{len(details)} problem(s) in the request", details)
+            if details:
+                raise InvalidInputError(f"{len(details)} problem(s) in the request", details)
         return Rows(columns, context, len(instances))
 
     def _missing(self, columns: dict[str, list[Any]], context: Instance) -> list[ErrorDetail]:

@@ -88,4 +88,5 @@ def run(host: str | None = None, port: int | None = None, workers: int | None = 
             log_config=log_config(settings.log_level),
             access_log=False,  # the request middleware logs each request with its id
             http=WholeResponseProtocol,  # a response's header and body in one write: see service/protocol.py
+            timeout_graceful_shutdown=settings.drain_timeout_s,
         )

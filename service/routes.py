@@ -1,4 +1,4 @@
-"""The HTTP API: predict, schema, models, health, metrics and admin reload."""
+"""The HTTP API: predict, schema, models, health, metrics, and admin reload and promotion."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from service.schemas import (
     HealthResponse,
     ModelsResponse,
     PredictResponse,
+    PromoteRequest,
     ReloadResponse,
     SchemaResponse,
     parse_predict_request,
@@ -73,12 +74,16 @@ def api_router(service: Service) -> APIRouter:
     router = APIRouter()
     settings, registry, batcher, metrics = service.settings, service.registry, service.batcher, service.metrics
 
+    def is_admin(credentials: HTTPAuthorizationCredentials | None) -> bool:
+        if settings.admin_token is None or credentials is None:
+            return False
+        return hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.get_secret_value().encode())
+
     async def require_admin(credentials: Credentials) -> None:
         """Pass only requests bearing the admin token; 403 when no token is configured, 401 for a wrong one."""
         if settings.admin_token is None:
             raise ForbiddenError("the admin API is disabled: set DEEPFM_SERVE_ADMIN_TOKEN to enable it")
-        given = b"" if credentials is None else credentials.credentials.encode()
-        if not hmac.compare_digest(given, settings.admin_token.get_secret_value().encode()):
+        if not is_admin(credentials):
             raise UnauthorizedError("a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
 
     @router.post(
@@ -123,9 +128,10 @@ def api_router(service: Service) -> APIRouter:
         )
 
     @router.get("/models", summary="Loaded models")
-    async def models() -> ModelsResponse:
-        """Loaded models, their serving and loaded versions, refused versions and metadata."""
-        return registry.describe()
+    async def models(credentials: Credentials) -> ModelsResponse:
+        """Loaded models, their serving, loaded, held and refused versions, and metadata (in full, with paths
+        and library versions, for a request bearing the admin token)."""
+        return registry.describe(full=is_admin(credentials))
 
     @router.get("/health/live", summary="Liveness")
     async def live() -> HealthResponse:
@@ -152,7 +158,18 @@ def api_router(service: Service) -> APIRouter:
         responses=_errors(UnauthorizedError, ForbiddenError),
     )
     def reload() -> ReloadResponse:
-        """Scan the store and swap in the newest new version of each model that is not pinned (as the poller does)."""
+        """Scan the store now and apply the promotion rule to each model that is not pinned (as the poller does)."""
         return ReloadResponse(results=registry.refresh())
+
+    @router.post(
+        "/admin/promote",
+        summary="Serve a version on purpose",
+        dependencies=[Depends(require_admin)],
+        responses=_errors(UnauthorizedError, ForbiddenError, NotFoundError, InvalidInputError),
+    )
+    def promote(body: PromoteRequest) -> ReloadResponse:
+        """Serve a version of a model whatever the promotion gate says (a held one, or a rollback) until a newer
+        version passes the gate; a restart applies the rule again (pin a version to keep it)."""
+        return ReloadResponse(results=[registry.promote(body.model, body.version)])
 
     return router

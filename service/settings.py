@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     keep_versions: int = Field(default=2, ge=1)
     """Versions of a model kept loaded (the serving one and the newest before it) for requests naming one."""
 
+    promotion_tolerance: float = Field(default=0.005, ge=0)
+    """A new version serves only if its test AUC (metadata.json) is at most this far below the serving one's;
+    otherwise it is held. 1 turns the gate off."""
+
     poll_interval_s: float = Field(default=30.0, ge=0)
     """Seconds between scans of the store for new versions; 0 turns polling off."""
 
@@ -75,6 +79,12 @@ class Settings(BaseSettings):
 
     batch_max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
     """How long a model call waits for more requests; 0: those waiting, or queued while the scorer yields once."""
+
+    request_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    """A predict request not scored within this many seconds gets 504; keep it below the proxy's read timeout."""
+
+    drain_timeout_s: int = Field(default=10, ge=1, le=300)
+    """On SIGTERM, how long requests in flight may take to finish before the process exits anyway."""
 
     torch_threads: int | None = Field(default=None, ge=1)
     """Torch intra-op threads per worker; unset: CPUs // workers (at least 1)."""
@@ -148,10 +158,6 @@ class Settings(BaseSettings):
         if self.torch_threads is not None:
             return self.torch_threads
         return max(1, available_cpus() // self.workers)
-
-    def wants(self, model_name: str) -> bool:
-        """Whether the service loads `model_name`."""
-        return self.models is None or model_name in self.models
 
 
 def describe_env() -> str:

@@ -9,9 +9,13 @@ frequency, dense mean and std) and returns a fitted `DatasetSchema`, whose JSON 
 - DENSE    -> float32 (B,) (x - mean) / std, 0 for missing values
 
 Lookups run through C-level `map`/`dict.get` and numpy, never a Python loop per row. Number-like
-values match their string form: a vocabulary entry "196" is found for 196, 196.0 and "196". A value
-of the wrong type (a list where one value belongs, a string in a numeric field, an infinity) is an
-EncodingError naming the field and the row.
+values match their string form: a vocabulary entry "196" is found for 196, 196.0 and "196".
+
+This module is the one judge of raw values, in training and serving alike. Types are exact: a
+boolean is no number; integers fit in 64 bits; floats are finite (NaN is a missing value, as pandas
+writes one); a sequence is a list of strings or integers (ids), or a separated string. Any other value (a
+list where one value belongs, a string in a numeric field, an infinity) is an EncodingError naming
+the field and the row.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from __future__ import annotations
 import math
 import operator
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 from typing import Any
 
 import numpy as np
@@ -34,11 +38,15 @@ Column = Sequence[Any] | np.ndarray | pd.Series
 """A column of raw values, one per row; None (or NaN) is a missing value."""
 
 
-_SCALARS = (str, int, float, np.integer)  # numpy floats and strings subclass float and str
-_NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
-_SCALAR_TYPES: frozenset[type] = frozenset({str, int, float, type(None)})
-_SEQUENCE_TYPES: frozenset[type] = frozenset({list, tuple, str, type(None)})
-_LIST_TYPES: frozenset[type] = frozenset({list, tuple})
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_STRING_OR_MISSING: frozenset[type] = frozenset({str, type(None)})
+_NUMBER_OR_MISSING: frozenset[type] = frozenset({int, float, type(None)})
+_SCALAR_OR_MISSING: frozenset[type] = frozenset({str, int, float, type(None)})
+_LISTS: frozenset[type] = frozenset({list, tuple})
+_TOKEN_TYPES: frozenset[type] = frozenset({str, int})
+
+NEEDS_NUMBER = "a number (an integer within 64 bits or a finite float)"
+NEEDS_SCALAR = "a string or a number (an integer within 64 bits or a finite float)"
 
 
 def _values(column: Column) -> list[Any]:
@@ -56,23 +64,44 @@ def _is_present(value: Any) -> bool:
     return value is not None and not _is_nan(value)
 
 
+def _is_int(value: Any) -> bool:
+    """An integer within 64 bits; exact types, so a bool is not one."""
+    return (type(value) is int and INT64_MIN <= value <= INT64_MAX) or isinstance(value, np.integer)
+
+
 def _is_number_or_missing(value: Any) -> bool:
-    return value is None or isinstance(value, int | float | np.integer)
+    """A 64-bit integer, a float that is not infinite (NaN is missing, as pandas spells it), or None."""
+    return value is None or _is_int(value) or (isinstance(value, float) and not math.isinf(value))
 
 
 def _is_scalar_or_missing(value: Any) -> bool:
-    return value is None or isinstance(value, _SCALARS)
-
-
-def _is_sequence_or_missing(value: Any) -> bool:
-    return value is None or (
-        isinstance(value, str | float | list | tuple | np.ndarray)
-        and not (isinstance(value, float) and not math.isnan(value))
-    )
+    return isinstance(value, str) or _is_number_or_missing(value)
 
 
 def _is_token(value: Any) -> bool:
-    return isinstance(value, _SCALARS)
+    """A string or a 64-bit integer: the ids a list holds (no missing values, no floats)."""
+    return isinstance(value, str) or _is_int(value)
+
+
+def _is_sequence_or_missing(value: Any) -> bool:
+    """None, NaN (missing), a separated string, or a list of tokens."""
+    if value is None or _is_nan(value) or isinstance(value, str):
+        return True
+    return isinstance(value, list | tuple | np.ndarray) and all(map(_is_token, value))
+
+
+def _of_type(values: list[Any], kind: type) -> Iterator[Any]:
+    """The values whose exact type is `kind`, by C-level iteration."""
+    return compress(values, map(operator.is_, map(type, values), repeat(kind)))
+
+
+def _in_range(values: list[Any], types: set[type]) -> bool:
+    """Whether the values' ints fit in 64 bits and none of their floats is infinite, by whole-column scans."""
+    if int in types:
+        ints = list(_of_type(values, int))
+        if min(ints) < INT64_MIN or max(ints) > INT64_MAX:
+            return False
+    return float not in types or not any(map(math.isinf, _of_type(values, float)))
 
 
 def _check(
@@ -80,31 +109,25 @@ def _check(
 ) -> set[type]:
     """EncodingError naming the first row whose value `accepted` refuses; else the values' exact types.
 
-    When every value's exact type is in `fast_types` (the common case) no per-value call is made.
+    When every value's exact type is in `fast_types` (the common case) and the ints and floats among
+    them are in range, no per-value call is made.
     """
     types = set(map(type, values))
-    if types <= fast_types:
+    if types <= fast_types and _in_range(values, types):
         return types
     valid = list(map(accepted, values))
     if not all(valid):
         row = valid.index(False)
         raise EncodingError(
-            f"field {field.source!r} needs {expected}, got {values[row]!r}", field=field.source, row=row
+            f"field {field.source!r} needs {expected}, got {values[row]!r:.80}", field=field.source, row=row
         )
     return types
 
 
 def _numbers(field: FieldSchema, values: list[Any]) -> np.ndarray:
     """Raw values as float64, missing as NaN; a non-number or an infinity is an EncodingError."""
-    _check(field, values, _is_number_or_missing, "a number", _NUMBER_TYPES)
-    numbers = np.asarray(values, dtype=np.float64)  # None -> NaN
-    infinite = np.flatnonzero(np.isinf(numbers))
-    if infinite.size:
-        row = int(infinite[0])
-        raise EncodingError(
-            f"field {field.source!r} needs a finite number, got {values[row]!r}", field=field.source, row=row
-        )
-    return numbers
+    _check(field, values, _is_number_or_missing, NEEDS_NUMBER, _NUMBER_OR_MISSING)
+    return np.asarray(values, dtype=np.float64)  # None -> NaN
 
 
 def _canonical(key: Any) -> str:
@@ -123,11 +146,6 @@ def _numeric_alias(key: str) -> int | float | None:
     if not math.isfinite(number) or _canonical(number) != key:
         return None
     return int(number) if number.is_integer() else number
-
-
-def _bucket_label(boundary: float) -> str:
-    """The vocabulary key of a bucket: its boundary, integral boundaries without '.0'."""
-    return _canonical(boundary)
 
 
 def _buckets(field: FieldSchema, values: list[Any]) -> np.ndarray:
@@ -150,9 +168,9 @@ def _keys(field: FieldSchema, values: list[Any]) -> list[Any]:
     """Lookup keys of a SPARSE field's raw values after its transform; None where missing."""
     transform = field.transform
     if transform.kind is TransformKind.BUCKETIZE:
-        labels = np.array([*map(_bucket_label, transform.boundaries), None], dtype=object)
+        labels = np.array([*map(_canonical, transform.boundaries), None], dtype=object)
         return labels[_buckets(field, values)].tolist()  # type: ignore[no-any-return]
-    types = _check(field, values, _is_scalar_or_missing, "a string or a number", _SCALAR_TYPES)
+    types = _check(field, values, _is_scalar_or_missing, NEEDS_SCALAR, _SCALAR_OR_MISSING)
     if transform.kind is TransformKind.PREFIX:
         if types == {str}:  # the usual case: a slice of each, with no Python call per value
             return list(map(operator.itemgetter(slice(transform.length)), values))
@@ -164,19 +182,17 @@ def _tokens(field: FieldSchema, values: list[Any]) -> Sequence[Sequence[Any]]:
     """Tokens of a SEQUENCE field's raw values: a string is split, a list taken as is, missing is empty."""
     separator = field.transform.separator
     types = set(map(type, values))
-    if types <= _LIST_TYPES:  # the usual cases first, with no call per value: all lists, or all strings
-        return values
-    if types == {str}:
-        tokens = list(map(str.split, values, repeat(separator)))
-        if "" not in chain.from_iterable(tokens):
-            return tokens
-    _check(
-        field,
-        values,
-        _is_sequence_or_missing,
-        f"a list or a {field.transform.separator!r}-separated string",
-        _SEQUENCE_TYPES,
-    )
+    if types <= _LISTS:  # the usual cases first, checked by whole-column scans: all lists, or all strings
+        tokens = list(chain.from_iterable(values))
+        token_types = set(map(type, tokens))
+        if token_types <= _TOKEN_TYPES and _in_range(tokens, token_types):
+            return values
+    elif types == {str}:
+        split_values = list(map(str.split, values, repeat(separator)))
+        if "" not in chain.from_iterable(split_values):
+            return split_values
+    needs = f"a list of strings or integers within 64 bits, or a {separator!r}-separated string"
+    _check(field, values, _is_sequence_or_missing, needs, _STRING_OR_MISSING)
 
     def split(value: Any) -> Sequence[Any]:
         if isinstance(value, str):
@@ -233,7 +249,7 @@ class FeatureEncoder:
         # BUCKETIZE fields: bucket -> vocabulary index, the last entry (bucket -1) OOV
         self._bucket_indices = {
             f.name: np.array(
-                [*(self._tables[f.name].get(_bucket_label(b), OOV_INDEX) for b in f.transform.boundaries), OOV_INDEX],
+                [*(self._tables[f.name].get(_canonical(b), OOV_INDEX) for b in f.transform.boundaries), OOV_INDEX],
                 dtype=np.int64,
             )
             for f in schema.fields.values()
@@ -254,11 +270,13 @@ class FeatureEncoder:
             fields: names of the fields to encode; all of them if None.
 
         Returns:
-            The encoded batch. Raises EncodingError naming the field (and row, where known).
+            The encoded batch. Raises EncodingError naming the field (and row, where known); where several
+            fields are at fault, its `problems` name each.
         """
         names = self.schema.field_names if fields is None else list(fields)
         features: dict[str, np.ndarray] = {}
         oov_rows: dict[str, int] = {}
+        problems: dict[str, EncodingError] = {}  # by source: fields reading one source see the same value
         for name in names:
             field = self.schema.fields[name]
             column = columns.get(field.source)
@@ -267,7 +285,14 @@ class FeatureEncoder:
                 raise EncodingError(
                     f"field {field.source!r} has {len(values)} values for {num_rows} rows", field=field.source
                 )
-            features[name], oov_rows[name] = self._encode_field(field, values)
+            try:
+                features[name], oov_rows[name] = self._encode_field(field, values)
+            except EncodingError as exc:
+                problems.setdefault(field.source, exc)
+        if len(problems) == 1:
+            raise next(iter(problems.values()))
+        if problems:
+            raise EncodingError("; ".join(map(str, problems.values())), problems=list(problems.values()))
         return EncodedBatch(features, oov_rows, num_rows)
 
     def encode_frame(self, frame: pd.DataFrame) -> EncodedBatch:
@@ -294,13 +319,9 @@ class FeatureEncoder:
     def _encode_sequence(field: FieldSchema, table: dict[Any, int], values: list[Any]) -> tuple[np.ndarray, int]:
         tokens = _tokens(field, values)
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        try:
-            flat = np.fromiter(
-                map(table.get, chain.from_iterable(tokens), repeat(OOV_INDEX)), dtype=np.int64, count=int(lengths.sum())
-            )
-        except TypeError:  # an unhashable token: name its row
-            _check(field, values, lambda v: all(map(_is_token, _tokens(field, [v])[0])), "a list of strings")
-            raise
+        flat = np.fromiter(
+            map(table.get, chain.from_iterable(tokens), repeat(OOV_INDEX)), dtype=np.int64, count=int(lengths.sum())
+        )
         max_length = field.max_length
         kept = np.minimum(lengths, max_length)
         filled = np.arange(max_length) < kept[:, None]  # (B, L): the slots of each row's first max_length tokens

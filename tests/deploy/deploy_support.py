@@ -85,17 +85,19 @@ def build_synthetic_store(store: Path) -> Path:
 
 def export_next_version(store: Path, model_name: str = "deepfm", seed: int = 1) -> int:
     """Roll out a new version the way the trainer does: a freshly initialised model over the
-    latest version's schema, exported by deepfm.artifact (atomic rename into the store)."""
+    latest version's schema, exported by deepfm.artifact (atomic rename into the store), recording
+    the latest version's metrics (as good a model as the last, for the promotion gate)."""
     import torch
 
-    from deepfm.artifact import SCHEMA_FILE, export_artifact, list_versions
+    from deepfm.artifact import SCHEMA_FILE, export_artifact, list_versions, read_metadata
     from deepfm.data.schema import DatasetSchema
     from deepfm.models.registry import build_model
 
     latest = max(list_versions(store, model_name))
     schema = DatasetSchema.from_json((store / model_name / str(latest) / SCHEMA_FILE).read_text())
     torch.manual_seed(seed)
-    path = export_artifact(build_model(model_name, schema), schema, store, model_name, config={}, metrics={})
+    metrics = read_metadata(store / model_name / str(latest)).get("metrics", {})
+    path = export_artifact(build_model(model_name, schema), schema, store, model_name, config={}, metrics=metrics)
     return int(path.name)
 
 

@@ -78,8 +78,8 @@ BAD_BODIES: list[tuple[str, bytes, int, str, list[tuple[int | None, str | None]]
     ("unknown request key", b'{"instances": [{"age": 3}], "foo": 1}', 422, "invalid_input", [(None, "foo")]),
     ("object value", b'{"instances": [{"gender": {"a": 1}}]}', 422, "invalid_input", [(0, "gender")]),
     ("boolean value", b'{"instances": [{"gender": true}]}', 422, "invalid_input", [(0, "gender")]),
-    ("nan", b'{"instances": [{"age": 3}, {"age": NaN}]}', 422, "invalid_input", [(1, "age")]),
-    ("infinity", b'{"instances": [{"age": -Infinity}]}', 422, "invalid_input", [(0, "age")]),
+    ("nan is not json", b'{"instances": [{"age": 3}, {"age": NaN}]}', 400, "malformed_json", []),
+    ("infinity is not json", b'{"instances": [{"age": -Infinity}]}', 400, "malformed_json", []),
     ("overflowing float", b'{"instances": [{"age": 1e400}]}', 422, "invalid_input", [(0, "age")]),
     ("huge integer", b'{"instances": [{"age": 1' + b"0" * 400 + b"}]}", 422, "invalid_input", [(0, "age")]),
     ("float in a list", b'{"instances": [{"genres": ["Drama", 1.5]}]}', 422, "invalid_input", [(0, "genres")]),
@@ -100,12 +100,44 @@ BAD_BODIES: list[tuple[str, bytes, int, str, list[tuple[int | None, str | None]]
     ),
     (
         "bad values in two fields",
-        b'{"instances": [{"age": 3, "gender": "F"}, {"age": NaN, "gender": false}]}',
+        b'{"instances": [{"age": 3, "gender": "F"}, {"age": "old", "gender": false}]}',
         422,
         "invalid_input",
         [(1, "age"), (1, "gender")],
     ),
-    ("nan in the context", b'{"context": {"age": NaN}, "instances": [{}]}', 422, "invalid_input", [(None, "age")]),
+    (
+        "infinity in the context",
+        b'{"context": {"age": 1e999}, "instances": [{}]}',
+        422,
+        "invalid_input",
+        [(None, "age")],
+    ),
+    (
+        "bad values in two context fields",
+        b'{"context": {"age": [1], "gender": true}, "instances": [{}]}',
+        422,
+        "invalid_input",
+        [(None, "age"), (None, "gender")],
+    ),
+    # lists holding integers where they do not belong (each was a 500 before the encoder judged alone)
+    ("int in a genre list", b'{"instances": [{"genres": [1]}]}', 200, "", []),
+    ("text and int in a genre list", b'{"instances": [{"genres": ["Comedy", 1]}]}', 200, "", []),
+    ("int list for an id", b'{"instances": [{"user_id": [1, 2]}]}', 422, "invalid_input", [(0, "user_id")]),
+    ("int list for a number", b'{"instances": [{"age": [24]}]}', 422, "invalid_input", [(0, "age")]),
+    ("int list for a text", b'{"instances": [{"zip_code": [85711]}]}', 422, "invalid_input", [(0, "zip_code")]),
+    (
+        "int list after a text",
+        b'{"instances": [{"gender": "F"}, {"gender": [1]}]}',
+        422,
+        "invalid_input",
+        [(1, "gender")],
+    ),
+    # the envelope is typed strictly
+    ("strict as text", b'{"instances": [{"age": 3}], "strict": "yes"}', 422, "invalid_input", [(None, "strict")]),
+    ("top_k as boolean", b'{"instances": [{"age": 3}], "top_k": true}', 422, "invalid_input", [(None, "top_k")]),
+    ("top_k as text", b'{"instances": [{"age": 3}], "top_k": "2"}', 422, "invalid_input", [(None, "top_k")]),
+    ("empty model name", b'{"instances": [{"age": 3}], "model": ""}', 422, "invalid_input", [(None, "model")]),
+    ("version as float", b'{"instances": [{"age": 3}], "version": 1.0}', 422, "invalid_input", [(None, "version")]),
     (
         "list for one value",
         b'{"instances": [{"age": 3}, {"occupation": ["a"]}]}',
@@ -160,11 +192,15 @@ def shared_client(tmp_path_factory: pytest.TempPathFactory, trained: Trained) ->
 @pytest.mark.parametrize(
     ("body", "status", "code", "where"), [b[1:] for b in BAD_BODIES], ids=[b[0] for b in BAD_BODIES]
 )
-def test_bad_input_is_a_4xx_naming_instance_and_field(
+def test_input_is_scored_or_a_4xx_naming_instance_and_field(
     shared_client: TestClient, body: bytes, status: int, code: str, where: list[tuple[int | None, str | None]]
 ) -> None:
     response = shared_client.post("/predict", content=body, headers={"content-type": "application/json"})
-    assert_error(response, status, code, *where)
+    if status == 200:  # a valid value the model does not know: scored as OOV
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == 1
+    else:
+        assert_error(response, status, code, *where)
 
 
 def test_batch_over_the_limit_is_refused(make_client: MakeClient, trained: Trained) -> None:
@@ -260,7 +296,7 @@ def test_metrics_count_requests_by_route_and_status(client: TestClient, trained:
     assert metric(client, "deepfm_http_request_duration_seconds_count", route="/predict", status="200") == 1
     assert metric(client, "deepfm_http_requests_total", route="/health/ready") == 0
     assert metric(client, "deepfm_request_rows_sum", model=MODEL_NAME) == 5
-    assert metric(client, "deepfm_prediction_score_count", model=MODEL_NAME) == 5
+    assert metric(client, "deepfm_prediction_score_bucket_total", model=MODEL_NAME, le="+Inf") == 5
     assert metric(client, "deepfm_model_loads_total", model=MODEL_NAME, result="loaded") == 1
     assert metric(client, "deepfm_model_version_info", model=MODEL_NAME, version="1") == 1
 
@@ -317,4 +353,6 @@ def test_admin_reload_needs_the_configured_token(make_client: MakeClient) -> Non
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert_error(client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
     ok = client.post("/admin/reload", headers={"Authorization": f"Bearer {'x' * 20}"})
-    assert ok.json() == {"results": [{"model": MODEL_NAME, "previous_version": 1, "version": 1, "refused": []}]}
+    assert ok.json() == {
+        "results": [{"model": MODEL_NAME, "previous_version": 1, "version": 1, "refused": [], "held": []}]
+    }

@@ -81,8 +81,10 @@ def test_errors_over_http(http: httpx.Client, trained: Trained) -> None:
     )
     assert (malformed.status_code, malformed.json()["error"]["code"]) == (400, "malformed_json")
     nan = http.post("/predict", content=b'{"instances": [{"age": 1}, {"age": NaN}]}')
-    assert nan.status_code == 422
-    assert nan.json()["error"]["details"][0] | {"message": ""} == {"instance": 1, "field": "age", "message": ""}
+    assert (nan.status_code, nan.json()["error"]["code"]) == (400, "malformed_json")  # NaN is not JSON
+    text = http.post("/predict", json={"instances": [{"age": 1}, {"age": "old"}]})
+    assert text.status_code == 422
+    assert text.json()["error"]["details"][0] | {"message": ""} == {"instance": 1, "field": "age", "message": ""}
     huge = json.dumps({"instances": trained.instances(1) * 12_000}).encode()
     assert len(huge) > 1 << 20
     assert http.post("/predict", content=huge).status_code == 413
