@@ -1,16 +1,14 @@
 """The FastAPI app factory: settings in, an app with its models, scoring worker and reload poller out.
 
-The lifespan sets torch's thread count and glibc's malloc thresholds (`service.allocator`), loads
-and warms up every model (a start that cannot load the default model fails), moves what exists by
-then out of the garbage collector's sight (`gc.freeze`), starts the scoring worker and the reload
-poller; on shutdown (after uvicorn has finished the requests in flight) it stops the poller, lets
-the worker finish what is queued, and retires this process's metrics.
+The lifespan loads and warms up every model (a start with nothing to serve for the default model
+fails), starts the scoring worker and the reload poller; on shutdown (after uvicorn has finished
+the requests in flight) it stops the poller, lets the worker finish what is queued, and retires this
+process's metrics. The app changes nothing process-wide (`service.main` does, for a worker process).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +22,6 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from deepfm.errors import EncodingError
-from service.allocator import keep_freed_memory
 from service.batching import Batcher
 from service.errors import ErrorDetail, InvalidInputError, ServiceError
 from service.metrics import ServiceMetrics
@@ -35,13 +32,6 @@ from service.schemas import PredictRequest
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-# Young-generation collections once per 20,000 net allocations instead of 700: a 100-row request
-# allocates thousands of short-lived objects, nearly all freed by reference counting, and each
-# collection walks the whole young generation. After `gc.freeze` the older generations hold
-# little, so the rarer collections stay short. In-process, parsing, checking, encoding and scoring
-# a 100-row request took 1.41 ms of CPU instead of 1.50 (medians of 8 interleaved rounds, one core).
-GC_THRESHOLDS = (20_000, 10, 10)
 
 DESCRIPTION = """Click-through-rate scoring with DeepFM-family models.
 
@@ -106,22 +96,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        torch.set_num_threads(settings.threads_per_worker)
-        malloc_tuned = keep_freed_memory()
-        previous_gc_thresholds = gc.get_threshold()
         await asyncio.to_thread(service.registry.load_all)
-        # Everything alive now (modules, models, the app) lives as long as the process: out of the
-        # garbage collector's sight, a full collection scans only what requests allocate since,
-        # instead of pausing every request in flight for ~100 ms to walk a quarter million objects.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
         service.batcher.start()
         poller.start()
         serving = {m.name: m.version for m in service.registry.describe().models}
         logger.info(
             "service ready",
-            extra={"models": serving, "torch_threads": torch.get_num_threads(), "malloc_tuned": malloc_tuned},
+            extra={"models": serving, "torch_threads": torch.get_num_threads()},
         )
         try:
             yield
@@ -129,8 +110,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             poller.stop()
             service.batcher.stop(settings.drain_timeout_s)
             metrics.close()
-            gc.set_threshold(*previous_gc_thresholds)
-            gc.unfreeze()
             logger.info("service stopped")
 
     app = FastAPI(

@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest request body accepted, in bytes; larger ones get 413."""
 
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """Largest request head (request line and headers) accepted, in bytes; larger ones get 431."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """A connection whose next request head is not complete this many seconds after the server waits for it
+    (from the accept, or the previous response) is closed; 408 if it sent a part."""
+
+    max_connections: int = Field(default=512, ge=1)
+    """Most open connections per worker; a new one past it gets 503 and is closed (keep it under the fd limit)."""
+
     strict: bool = False
     """Reject instances with missing or null fields instead of scoring them as unknown (OOV)."""
 
@@ -88,6 +98,14 @@ class Settings(BaseSettings):
 
     torch_threads: int | None = Field(default=None, ge=1)
     """Torch intra-op threads per worker; unset: CPUs // workers (at least 1)."""
+
+    gc_freeze: bool = True
+    """Move what exists when a worker starts (the imported libraries: a quarter million objects) out of the
+    garbage collector's sight, so a full collection does not walk them while requests wait."""
+
+    gc_young_threshold: int = Field(default=20_000, ge=0)
+    """Allocations between young-generation collections in a worker (Python's default: 700; 0 keeps it).
+    A 100-row request allocates thousands of short-lived objects that reference counting frees anyway."""
 
     host: str = "127.0.0.1"
     """Interface to listen on (`0.0.0.0` in a container)."""
