@@ -6,11 +6,13 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from torch import nn
 
 from service.schemas import INSTANCE_EXAMPLE
 
@@ -83,10 +85,13 @@ def build_synthetic_store(store: Path) -> Path:
     return store
 
 
-def export_next_version(store: Path, model_name: str = "deepfm", seed: int = 1) -> int:
+def export_next_version(
+    store: Path, model_name: str = "deepfm", seed: int = 1, wrap: Callable[[nn.Module], nn.Module] | None = None
+) -> int:
     """Roll out a new version the way the trainer does: a freshly initialised model over the
     latest version's schema, exported by deepfm.artifact (atomic rename into the store), recording
-    the latest version's metrics (as good a model as the last, for the promotion gate)."""
+    the latest version's metrics (as good a model as the last, for the promotion gate). `wrap` makes
+    another model of it (e.g. one of tools.faults)."""
     import torch
 
     from deepfm.artifact import SCHEMA_FILE, export_artifact, list_versions, read_metadata
@@ -97,7 +102,10 @@ def export_next_version(store: Path, model_name: str = "deepfm", seed: int = 1) 
     schema = DatasetSchema.from_json((store / model_name / str(latest) / SCHEMA_FILE).read_text())
     torch.manual_seed(seed)
     metrics = read_metadata(store / model_name / str(latest)).get("metrics", {})
-    path = export_artifact(build_model(model_name, schema), schema, store, model_name, config={}, metrics=metrics)
+    model = build_model(model_name, schema)
+    path = export_artifact(
+        model if wrap is None else wrap(model), schema, store, model_name, config={}, metrics=metrics
+    )
     return int(path.name)
 
 

@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serving_helpers import MODEL_NAME, MakeClient, NaNEmbeddingRow, NaNForOnePair, Trained, metric
+from serving_helpers import MODEL_NAME, MakeClient, Trained, metric
 from torch import Tensor, nn
 
 from deepfm.artifact import METADATA_FILE, Artifact, export_artifact
 from service.app import create_app
 from service.metrics import ServiceMetrics
 from service.settings import Settings
+from tools.faults import NaNEmbeddingRow, NaNForOnePair
 
 TOKEN = "hardening-test-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
