@@ -33,6 +33,10 @@ from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# By shutdown uvicorn has drained the requests in flight (drain_timeout_s): the worker holds at most a
+# model call that nobody waits for, which is given a second and then left to the process's exit.
+WORKER_STOP_S = 1.0
+
 DESCRIPTION = """Click-through-rate scoring with DeepFM-family models.
 
 Send raw feature values to `POST /predict`; `GET /schema` lists the fields a model reads, with
@@ -108,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             poller.stop()
-            service.batcher.stop(settings.drain_timeout_s)
+            service.batcher.stop(WORKER_STOP_S)
             metrics.close()
             logger.info("service stopped")
 

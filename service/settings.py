@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     """A predict request not scored within this many seconds gets 504; keep it below the proxy's read timeout."""
 
     drain_timeout_s: int = Field(default=10, ge=1, le=300)
-    """On SIGTERM, how long requests in flight may take to finish before the process exits anyway."""
+    """On SIGTERM, how long requests in flight may take to finish; the process exits within a second after."""
 
     torch_threads: int | None = Field(default=None, ge=1)
     """Torch intra-op threads per worker; unset: CPUs // workers (at least 1)."""

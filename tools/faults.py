@@ -50,3 +50,32 @@ class NaNEmbeddingRow(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(batch) + self.rows(batch[self.field]).squeeze(1)
+
+
+class SlowForOnePair(nn.Module):
+    """A model whose call takes about `iterations` tensor additions (tens of seconds for millions) where one
+    user meets one movie: a model call that wedges, past the load-time probe as `NaNForOnePair` is.
+
+    Args:
+        model: the logit model to wrap.
+        user_index: the user_id vocabulary index of the pair.
+        movie_index: the movie_id vocabulary index of the pair.
+        iterations: how many additions the slow call makes.
+    """
+
+    def __init__(self, model: nn.Module, user_index: int, movie_index: int, iterations: int) -> None:
+        super().__init__()
+        self.model = model
+        self.user_index = user_index
+        self.movie_index = movie_index
+        self.iterations = iterations
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        logits = self.model(batch)
+        pair = (batch["user_id"] == self.user_index) & (batch["movie_id"] == self.movie_index)
+        if bool(pair.any()):
+            delay = torch.zeros(1)
+            for _ in range(self.iterations):
+                delay = delay + 1.0
+            logits = logits + delay * 0.0
+        return logits

@@ -442,6 +442,22 @@ def test_the_scorers_deadline_ends_before_nginx_gives_up() -> None:
         assert deadline < float(read_timeout.group(1)), service
 
 
+def test_the_platforms_wait_for_the_scorers_drain() -> None:
+    """SIGTERM ends a scorer within drain_timeout_s plus a second: compose and Kubernetes wait longer."""
+    from service.settings import Settings
+
+    drain = Settings.model_fields["drain_timeout_s"].default + 1
+    compose = loopback.load_compose()
+    for service in loopback.scorer_services(compose):
+        grace = re.fullmatch(r"(\d+)s", compose["services"][service]["stop_grace_period"])
+        assert grace and drain < int(grace.group(1)), service
+    (deployment,) = [d for d in yaml.safe_load_all((REPO / "k8s" / "deployment.yaml").read_text()) if d]
+    pod = deployment["spec"]["template"]["spec"]
+    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert drain + int(pre_stop[1]) < pod["terminationGracePeriodSeconds"]
+
+
 def test_nginx_answers_its_own_errors_in_the_json_error_shape() -> None:
     text = loopback.NGINX_CONF.read_text()
     for code in (400, 408, 413, 414, 500, 502, 503, 504):

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,15 +195,18 @@ class Server:
 
 
 @contextmanager
-def run_server(log_dir: Path, env: dict[str, str], ready_timeout: float = 90) -> Iterator[Server]:
-    """Start `python -m service` with `env` (DEEPFM_SERVE_* settings) on a free port; wait until ready."""
+def run_server(
+    log_dir: Path, env: dict[str, str], ready_timeout: float = 90, prefix: Sequence[str] = ()
+) -> Iterator[Server]:
+    """Start `python -m service` with `env` (DEEPFM_SERVE_* settings) on a free port; wait until ready.
+    `prefix` runs it through another command (e.g. setpriv, as another user)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "PROMETHEUS_MULTIPROC_DIR"))}
     full_env.update({f"{ENV_PREFIX}PORT": str(port), f"{ENV_PREFIX}POLL_INTERVAL_S": "0", **env})
     log = log_dir / f"server-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=full_env, stderr=sink, stdout=sink
+            [*prefix, sys.executable, "-m", "service"], cwd=REPO_ROOT, env=full_env, stderr=sink, stdout=sink
         )
     server = Server(process, f"http://127.0.0.1:{port}", log)
     try:
