@@ -18,17 +18,18 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from deepfm.errors import EncodingError
 from service.batching import Batcher
-from service.errors import ErrorDetail, InvalidInputError, ServiceError
+from service.errors import ErrorDetail, InvalidInputError, MalformedRequestError, ServiceError
 from service.metrics import ServiceMetrics
 from service.middleware import RequestMiddleware, error_response
+from service.openapi import with_model
 from service.registry import ModelRegistry, ReloadPoller
 from service.routes import Service, api_router
-from service.schemas import PredictRequest
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def as_service_error(exc: Exception) -> ServiceError:
     if isinstance(exc, RequestValidationError):
         details = [ErrorDetail(e["msg"], None, ".".join(map(str, e["loc"][1:]))) for e in exc.errors()]
         return InvalidInputError(f"{len(details)} problem(s) in the request", details)
+    if isinstance(exc, HTTPException) and exc.status_code == MalformedRequestError.status_code:
+        return MalformedRequestError(f"request body is not valid JSON: {exc.detail}")  # FastAPI's body parsing
     if isinstance(exc, HTTPException):  # the router's 404 and 405 (with its Allow header)
         return ServiceError.with_status(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
     return ServiceError(str(exc))
@@ -65,15 +68,22 @@ async def render_error(request: Request, exc: Exception) -> Response:
     return error_response(as_service_error(exc))
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, with the predict body's schema (the route parses the body itself)."""
-    if app.openapi_schema is None:
-        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        document["components"]["schemas"]["PredictRequest"] = PredictRequest.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
-        app.openapi_schema = document
-    return app.openapi_schema
+class OpenAPIDocument:
+    """The app's OpenAPI document for the serving version of the default model, rebuilt when that changes."""
+
+    def __init__(self, app: FastAPI, registry: ModelRegistry, max_instances: int) -> None:
+        self._app = app
+        self._registry = registry
+        self._max_instances = max_instances
+        self._cached: tuple[object, dict[str, Any]] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        model = self._registry.get() if self._registry.ready else None
+        if self._cached is None or self._cached[0] is not model:
+            app = self._app
+            routes = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            self._cached = (model, with_model(routes, model, self._max_instances))
+        return self._cached[1]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -116,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.close()
             logger.info("service stopped")
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc from files shipped with the package, not from a CDN
         title="deepfm scoring service",
         version="1",
         description=DESCRIPTION,
@@ -129,5 +139,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for exc_class in (ServiceError, EncodingError, RequestValidationError, HTTPException):
         app.add_exception_handler(exc_class, render_error)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = OpenAPIDocument(app, service.registry, settings.max_batch_rows)  # type: ignore[method-assign]
     return app

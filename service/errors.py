@@ -43,6 +43,8 @@ class ServiceError(Exception):
 
     status_code: int = 500
     code: str = "internal_error"
+    example: str = "internal error; the log has the details"
+    example_details: tuple[ErrorDetail, ...] = ()
 
     def __init__(
         self, message: str, details: list[ErrorDetail] | None = None, headers: dict[str, str] | None = None
@@ -60,6 +62,11 @@ class ServiceError(Exception):
         error.code = re.sub(r"\W+", "_", HTTPStatus(status_code).phrase.lower())
         return error
 
+    @classmethod
+    def example_body(cls) -> dict[str, Any]:
+        """The JSON error document of a typical error of this class (for the OpenAPI document)."""
+        return cls(cls.example, list(cls.example_details)).body()
+
     def body(self) -> dict[str, Any]:
         """The JSON error document."""
         return {"error": {"code": self.code, "message": self.message, "details": [asdict(d) for d in self.details]}}
@@ -69,51 +76,61 @@ class MalformedRequestError(ServiceError):
     """The body is not valid JSON."""
 
     status_code, code = 400, "malformed_json"
+    example = "request body is not valid JSON: expected value at line 1 column 16"
 
 
 class UnauthorizedError(ServiceError):
     """A missing or wrong bearer token."""
 
     status_code, code = 401, "unauthorized"
+    example = "a valid bearer token is required"
 
 
 class ForbiddenError(ServiceError):
     """The action is disabled by configuration."""
 
     status_code, code = 403, "forbidden"
+    example = "the admin API is disabled: set DEEPFM_SERVE_ADMIN_TOKEN to enable it"
 
 
 class NotFoundError(ServiceError):
     """An unknown route, model or version."""
 
     status_code, code = 404, "not_found"
+    example = "model 'dfm' is not loaded; loaded models: ['deepfm', 'xdeepfm']"
 
 
 class PayloadTooLargeError(ServiceError):
     """The body exceeds `max_body_bytes`."""
 
     status_code, code = 413, "payload_too_large"
+    example = "request body exceeds max_body_bytes (8388608 bytes)"
 
 
 class InvalidInputError(ServiceError):
     """Well-formed JSON that the model cannot score: unknown fields, wrong types, bad sizes."""
 
     status_code, code = 422, "invalid_input"
+    example = "1 problem(s) in the request"
+    example_details = (ErrorDetail("unknown field; GET /schema lists the fields", 3, "agee"),)
 
 
 class NotReadyError(ServiceError):
     """No model is loaded yet, or the scoring worker does not run."""
 
     status_code, code = 503, "not_ready"
+    example = "no model loaded yet"
 
 
 class ModelError(ServiceError):
     """The model failed on these rows (an exception, or a score that is not a finite probability)."""
 
     status_code, code = 500, "model_error"
+    example = "model 'deepfm' version 3: non-finite scores for instances [2]; the log has the details"
 
 
 class DeadlineExceededError(ServiceError):
     """The request was not scored within the server's deadline."""
 
     status_code, code = 504, "deadline_exceeded"
+    example = "no score within the server's deadline of 5 s"

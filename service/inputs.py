@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
 
+from deepfm.data.encoding import raw_value_schema
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, TransformKind
 from service.errors import ErrorDetail, InvalidInputError
 from service.schemas import FeatureInfo, RequestFieldInfo
 
 Instance = dict[str, Any]
+KNOWN_VALUES_LISTED = 100
+"""`GET /schema` lists the known values of model fields with at most this many (genres, not user ids)."""
 
 
 def _natural(key: str) -> int | str:
@@ -25,20 +28,21 @@ def _natural(key: str) -> int | str:
     return int(key) if key.lstrip("-").isdigit() and str(int(key)) == key else key
 
 
-def _example(field: FieldSchema) -> Any:
-    """A raw value the field knows: its most frequent value, or its mean."""
+def _example(field: FieldSchema, rank: int = 0) -> Any:
+    """A raw value the field knows: its `rank`-th most frequent value (the mean of a dense field)."""
     if field.feature_type is FeatureType.DENSE:
-        return round(field.mean, 3)
+        return round(field.mean + rank * field.std, 3)
     if not field.vocabulary:
         return None
+    vocabulary = field.vocabulary[rank % len(field.vocabulary) :] + field.vocabulary
     if field.feature_type is FeatureType.SEQUENCE:
-        return [_natural(token) for token in field.vocabulary[:2]]
+        return [_natural(token) for token in vocabulary[:2]]
     if field.transform.kind is TransformKind.BUCKETIZE:
-        number = float(field.vocabulary[0])
+        number = float(vocabulary[0])
         return int(number) if number.is_integer() else number
     if field.transform.kind is TransformKind.PREFIX:
-        return field.vocabulary[0]
-    return _natural(field.vocabulary[0])
+        return vocabulary[0]
+    return _natural(vocabulary[0])
 
 
 @dataclass(frozen=True)
@@ -56,14 +60,35 @@ class RequestField:
     @property
     def numeric(self) -> bool:
         """Whether it takes a number."""
-        return any(
-            f.feature_type is FeatureType.DENSE or f.transform.kind is TransformKind.BUCKETIZE for f in self.features
-        )
+        return bool(self._numeric_features)
+
+    @property
+    def _numeric_features(self) -> list[FieldSchema]:
+        return [
+            f
+            for f in self.features
+            if f.feature_type is FeatureType.DENSE or f.transform.kind is TransformKind.BUCKETIZE
+        ]
 
     @property
     def example(self) -> Any:
-        """A raw value the model knows."""
+        """A raw value the model knows: its most frequent one."""
         return _example(self.features[0])
+
+    def example_at(self, rank: int) -> Any:
+        """A raw value the model knows: its `rank`-th most frequent one."""
+        return _example(self.features[0], rank)
+
+    @property
+    def group(self) -> str:
+        """The group of the model fields it feeds (e.g. "user")."""
+        return self.features[0].group
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of its raw values: what the encoder takes for the strictest model field it feeds."""
+        lists = [f for f in self.features if f.feature_type is FeatureType.SEQUENCE]
+        strictest = [*self._numeric_features, *lists, *self.features][0]
+        return {**raw_value_schema(strictest), "examples": [self.example]}
 
     def info(self) -> RequestFieldInfo:
         """The field as `GET /schema` describes it."""
@@ -77,7 +102,10 @@ class RequestField:
                     name=f.name,
                     feature_type=f.feature_type.value,
                     transform=f.transform.to_dict(),
-                    known_values=None if f.vocabulary is None else len(f.vocabulary),
+                    vocabulary_size=None if f.vocabulary is None else len(f.vocabulary),
+                    known_values=None
+                    if f.vocabulary is None or len(f.vocabulary) > KNOWN_VALUES_LISTED
+                    else list(f.vocabulary),
                 )
                 for f in self.features
             ],
@@ -116,9 +144,9 @@ class RequestSpec:
             by_source.setdefault(field.source, []).append(field)
         self.fields = {name: RequestField(name, tuple(features)) for name, features in by_source.items()}
 
-    def example_instance(self) -> Instance:
-        """An instance with a known value in every field."""
-        return {name: field.example for name, field in self.fields.items()}
+    def example_instance(self, rank: int = 0) -> Instance:
+        """An instance with a known value in every field: the `rank`-th most frequent of each."""
+        return {name: field.example_at(rank) for name, field in self.fields.items()}
 
     def rows(self, instances: Sequence[Instance], context: Instance | None, strict: bool) -> Rows:
         """Check instances and context against the fields and build columns.

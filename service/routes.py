@@ -12,9 +12,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.batching import Batcher
 from service.errors import (
+    DeadlineExceededError,
     ForbiddenError,
     InvalidInputError,
     MalformedRequestError,
+    ModelError,
     NotFoundError,
     NotReadyError,
     PayloadTooLargeError,
@@ -24,7 +26,6 @@ from service.errors import (
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.schemas import (
-    PREDICT_EXAMPLES,
     ErrorResponse,
     HealthResponse,
     ModelsResponse,
@@ -52,19 +53,22 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def _errors(*errors: type[ServiceError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for error responses, all in the one error shape."""
-    return {e.status_code: {"model": ErrorResponse, "description": e.__doc__ or e.code} for e in errors}
+    """OpenAPI entries for error responses, all in the one error shape, each with its own example."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = responses.setdefault(
+            error.status_code, {"model": ErrorResponse, "description": "", "content": {"application/json": {}}}
+        )
+        entry["description"] = " ".join(filter(None, [entry["description"], error.__doc__ or error.code]))
+        examples = entry["content"]["application/json"].setdefault("examples", {})
+        examples[error.code] = {"summary": error.code, "value": error.example_body()}
+    return responses
 
 
 PREDICT_BODY = {
     "requestBody": {
         "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"$ref": "#/components/schemas/PredictRequest"},
-                "examples": PREDICT_EXAMPLES,
-            }
-        },
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
     }
 }
 
@@ -91,7 +95,16 @@ def api_router(service: Service) -> APIRouter:
         response_model=PredictResponse,
         response_model_exclude_none=True,
         summary="Score instances",
-        responses=_errors(MalformedRequestError, NotFoundError, PayloadTooLargeError, InvalidInputError, NotReadyError),
+        responses=_errors(
+            MalformedRequestError,
+            NotFoundError,
+            PayloadTooLargeError,
+            InvalidInputError,
+            ServiceError,
+            ModelError,
+            NotReadyError,
+            DeadlineExceededError,
+        ),
         openapi_extra=PREDICT_BODY,
     )
     async def predict(request: Request) -> Response:
@@ -116,7 +129,7 @@ def api_router(service: Service) -> APIRouter:
         # valid by construction: serialised here, skipping FastAPI's re-validation of the response
         return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
 
-    @router.get("/schema", summary="Request fields of a model", responses=_errors(NotFoundError))
+    @router.get("/schema", summary="Request fields of a model", responses=_errors(NotFoundError, InvalidInputError))
     async def schema(model: str | None = None, version: int | None = None) -> SchemaResponse:
         """The fields a client sends to a model (the default one unless named), with examples, and its metrics."""
         loaded = registry.get(model, version)
@@ -127,7 +140,11 @@ def api_router(service: Service) -> APIRouter:
             fields=[field.info() for field in loaded.spec.fields.values()],
         )
 
-    @router.get("/models", summary="Loaded models")
+    @router.get(
+        "/models",
+        summary="Loaded models",
+        openapi_extra={"security": [{}, {"HTTPBearer": []}]},  # the token is optional: it only adds detail
+    )
     async def models(credentials: Credentials) -> ModelsResponse:
         """Loaded models, their serving, loaded, held and refused versions, and metadata (in full, with paths
         and library versions, for a request bearing the admin token)."""
@@ -165,7 +182,7 @@ def api_router(service: Service) -> APIRouter:
         "/admin/promote",
         summary="Serve a version on purpose",
         dependencies=[Depends(require_admin)],
-        responses=_errors(UnauthorizedError, ForbiddenError, NotFoundError, InvalidInputError),
+        responses=_errors(MalformedRequestError, UnauthorizedError, ForbiddenError, NotFoundError, InvalidInputError),
     )
     def promote(body: PromoteRequest) -> ReloadResponse:
         """Serve a version of a model whatever the promotion gate says (a held one, or a rollback) until a newer

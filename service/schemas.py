@@ -20,16 +20,6 @@ from service.errors import ErrorDetail, InvalidInputError, MalformedRequestError
 Instance = dict[str, Any]
 ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
-INSTANCE_EXAMPLE: dict[str, Any] = {
-    "user_id": 196,
-    "movie_id": 242,
-    "gender": "M",
-    "age": 24,
-    "occupation": "writer",
-    "zip_code": "85711",
-    "genres": ["Comedy", "Drama"],
-}
-
 
 class PredictRequest(BaseModel):
     """Rows to score, with optional fields shared by all of them."""
@@ -52,31 +42,6 @@ class PredictRequest(BaseModel):
         description="Reject missing or null fields instead of scoring them as unknown; "
         "the service's `strict` setting if unset.",
     )
-
-
-PREDICT_EXAMPLES: dict[str, dict[str, Any]] = {
-    "batch": {
-        "summary": "Score rows",
-        "value": {"instances": [INSTANCE_EXAMPLE, {**INSTANCE_EXAMPLE, "movie_id": 302, "genres": ["Crime"]}]},
-    },
-    "ranking": {
-        "summary": "Rank candidate movies for one user",
-        "description": "The user's fields are sent once in `context`; `top_k` returns the best rows' indices.",
-        "value": {
-            "context": {k: INSTANCE_EXAMPLE[k] for k in ("user_id", "gender", "age", "occupation", "zip_code")},
-            "instances": [
-                {"movie_id": 242, "genres": ["Comedy"]},
-                {"movie_id": 302, "genres": ["Crime", "Film-Noir"]},
-                {"movie_id": 377, "genres": ["Children", "Comedy"]},
-            ],
-            "top_k": 2,
-        },
-    },
-    "model_version": {
-        "summary": "Name a model and version",
-        "value": {"model": "deepfm", "version": 1, "instances": [INSTANCE_EXAMPLE]},
-    },
-}
 
 
 class PredictResponse(BaseModel):
@@ -113,20 +78,6 @@ class ErrorResponse(BaseModel):
 
     error: ErrorBody
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "error": {
-                        "code": "invalid_input",
-                        "message": "1 problem in the request",
-                        "details": [{"instance": 3, "field": "agee", "message": "unknown field"}],
-                    }
-                }
-            ]
-        }
-    )
-
 
 class FeatureInfo(BaseModel):
     """A model input field fed by a request field."""
@@ -134,7 +85,11 @@ class FeatureInfo(BaseModel):
     name: str
     feature_type: Literal["sparse", "dense", "sequence"]
     transform: dict[str, Any] = Field(description="How the raw value becomes the looked-up value.")
-    known_values: int | None = Field(description="Size of the fitted vocabulary; null for dense fields.")
+    vocabulary_size: int | None = Field(description="Known values (after the transform); null for dense fields.")
+    known_values: list[str] | None = Field(
+        description="The known values after the transform, most frequent first, for vocabularies of at most 100 "
+        "(other values score as unknown); null for larger ones and dense fields."
+    )
 
 
 class RequestFieldInfo(BaseModel):

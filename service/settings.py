@@ -1,6 +1,7 @@
 """Service settings: one `BaseSettings`, read from `DEEPFM_SERVE_*` environment variables.
 
-Every field below is documented by its docstring (also shown by `python -m service --help`).
+Every field below is documented by its docstring (also shown by `python -m service --help`). A
+`DEEPFM_SERVE_*` variable that names no setting is an error at start, not silently ignored.
 List-like values are plain text: `DEEPFM_SERVE_MODELS=deepfm,xdeepfm`,
 `DEEPFM_SERVE_PINNED_VERSIONS=deepfm=1,xdeepfm=3`. Settings are validated when they are built, so a
 bad deploy stops at start with a message that names the variable.
@@ -118,6 +119,16 @@ class Settings(BaseSettings):
 
     log_level: LogLevel = "info"
     """Level of the JSON logs."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, values: Any) -> Any:
+        """A misspelt variable would be ignored and its default used silently: refuse to start instead."""
+        known = {f"{ENV_PREFIX}{name.upper()}" for name in cls.model_fields}
+        unknown = sorted(key for key in os.environ if key.upper().startswith(ENV_PREFIX) and key.upper() not in known)
+        if unknown:
+            raise ValueError(f"unknown settings {unknown}; `python -m service --help` lists the known ones")
+        return values
 
     @field_validator("models", mode="before")
     @classmethod

@@ -366,3 +366,19 @@ def fit_schema(schema: DatasetSchema, frame: pd.DataFrame, min_frequency: int = 
         vocabulary = tuple(map(operator.itemgetter(0), (kv for kv in ranked if kv[1] >= min_frequency)))
         fitted.append(replace(field, vocabulary=vocabulary, vocabulary_size=len(vocabulary) + 1))
     return schema.with_fields(fitted)
+
+
+_INT64_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
+_FINITE_SCHEMA: dict[str, Any] = {"type": "number", "description": "finite"}
+
+
+def raw_value_schema(field: FieldSchema) -> dict[str, Any]:
+    """The JSON Schema of the raw values this module accepts for a field (see the module docstring), for
+    documents such as the service's OpenAPI; null is a missing value."""
+    if field.feature_type is FeatureType.DENSE or field.transform.kind is TransformKind.BUCKETIZE:
+        return {"anyOf": [_INT64_SCHEMA, _FINITE_SCHEMA, {"type": "null"}]}
+    if field.feature_type is FeatureType.SEQUENCE:
+        tokens = {"type": "array", "items": {"anyOf": [{"type": "string"}, _INT64_SCHEMA]}}
+        separated = {"type": "string", "description": f"values separated by {field.transform.separator!r}"}
+        return {"anyOf": [tokens, separated, {"type": "null"}]}
+    return {"anyOf": [{"type": "string"}, _INT64_SCHEMA, _FINITE_SCHEMA, {"type": "null"}]}

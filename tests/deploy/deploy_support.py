@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from torch import nn
 
-from service.schemas import INSTANCE_EXAMPLE
+from tools.requests import MOVIELENS_INSTANCES
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "deploy"))
@@ -23,36 +23,7 @@ import loopback  # noqa: E402  (deploy/loopback.py, found through the path set j
 
 __all__ = ["REPO", "loopback"]
 
-INSTANCES: list[dict[str, Any]] = [
-    INSTANCE_EXAMPLE,
-    {
-        "user_id": 186,
-        "movie_id": 302,
-        "gender": "F",
-        "age": 39,
-        "occupation": "executive",
-        "zip_code": "00000",
-        "genres": ["Crime", "Film-Noir", "Mystery", "Thriller"],
-    },
-    {
-        "user_id": 22,
-        "movie_id": 377,
-        "gender": "M",
-        "age": 25,
-        "occupation": "writer",
-        "zip_code": "40206",
-        "genres": ["Children's", "Comedy"],
-    },
-    {  # unknown ids and values: scored through the OOV index
-        "user_id": 99999,
-        "movie_id": 99999,
-        "gender": "M",
-        "age": 70,
-        "occupation": "astronaut",
-        "zip_code": "99999",
-        "genres": ["Western"],
-    },
-]
+INSTANCES = MOVIELENS_INSTANCES
 BODY = {"instances": INSTANCES[:1]}
 
 

@@ -76,26 +76,36 @@ def raw_frame(num_rows: int = 400, seed: int = 0) -> pd.DataFrame:
 
 
 def base_schema() -> DatasetSchema:
-    """The seven MovieLens-like fields, unfitted."""
-    sparse = FeatureType.SPARSE
+    """The seven MovieLens-like fields, unfitted, in a user and an item group."""
+    sparse, user, item = FeatureType.SPARSE, "user", "item"
     return DatasetSchema(
         [
-            FieldSchema("user_id", sparse, embedding_dim=8),
-            FieldSchema("movie_id", sparse, embedding_dim=8),
-            FieldSchema("gender", sparse, embedding_dim=4),
+            FieldSchema("user_id", sparse, embedding_dim=8, group=user),
+            FieldSchema("movie_id", sparse, embedding_dim=8, group=item),
+            FieldSchema("gender", sparse, embedding_dim=4, group=user),
             FieldSchema(
-                "age", sparse, embedding_dim=4, transform=Transform(TransformKind.BUCKETIZE, (1, 18, 25, 35, 45, 56))
+                "age",
+                sparse,
+                embedding_dim=4,
+                group=user,
+                transform=Transform(TransformKind.BUCKETIZE, (1, 18, 25, 35, 45, 56)),
             ),
-            FieldSchema("occupation", sparse, embedding_dim=4),
+            FieldSchema("occupation", sparse, embedding_dim=4, group=user),
             FieldSchema(
                 "zip_prefix",
                 sparse,
                 embedding_dim=4,
+                group=user,
                 source="zip_code",
                 transform=Transform(TransformKind.PREFIX, length=3),
             ),
             FieldSchema(
-                "genres", FeatureType.SEQUENCE, embedding_dim=4, max_length=3, transform=Transform(TransformKind.SPLIT)
+                "genres",
+                FeatureType.SEQUENCE,
+                embedding_dim=4,
+                group=item,
+                max_length=3,
+                transform=Transform(TransformKind.SPLIT),
             ),
         ]
     )

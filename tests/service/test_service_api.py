@@ -17,7 +17,9 @@ import torch
 from fastapi.testclient import TestClient
 from serving_helpers import MODEL_NAME, UNKNOWN_INSTANCES, MakeClient, Trained, metric
 
+from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema
 from service.app import create_app
+from service.inputs import KNOWN_VALUES_LISTED, RequestSpec
 from service.settings import Settings
 
 USER_FIELDS = ("user_id", "gender", "age", "occupation", "zip_code")
@@ -263,11 +265,26 @@ def test_schema_lists_request_fields_with_examples_that_score_as_known(client: T
     assert fields["zip_code"]["features"][0]["name"] == "zip_prefix"
     assert fields["zip_code"]["features"][0]["transform"] == {"kind": "prefix", "length": 3}
     assert (fields["genres"]["multi_valued"], fields["age"]["type"]) == (True, "numeric")
-    assert fields["gender"]["features"][0]["known_values"] == 2
+    assert fields["gender"]["features"][0] | {"transform": None} == {
+        "name": "gender", "feature_type": "sparse", "transform": None, "vocabulary_size": 2, "known_values": ["F", "M"]
+    }  # fmt: skip
+    user_ids = fields["user_id"]["features"][0]
+    assert user_ids["known_values"] is not None and len(user_ids["known_values"]) == user_ids["vocabulary_size"] <= 100
     oov_before = sum(metric(client, "deepfm_oov_rows_total", model=MODEL_NAME, field=f) for f in fields)
     example = {name: field["example"] for name, field in fields.items()}
     assert client.post("/predict", json={"instances": [example]}).status_code == 200
     assert sum(metric(client, "deepfm_oov_rows_total", model=MODEL_NAME, field=f) for f in fields) == oov_before
+
+
+def test_schema_lists_known_values_of_small_vocabularies_only() -> None:
+    small, large = (
+        FieldSchema(name, FeatureType.SPARSE, vocabulary=tuple(map(str, range(n))), vocabulary_size=n + 1)
+        for name, n in (("small", KNOWN_VALUES_LISTED), ("large", KNOWN_VALUES_LISTED + 1))
+    )
+    spec = RequestSpec(DatasetSchema([small, large]))
+    infos = {name: field.info().features[0] for name, field in spec.fields.items()}
+    assert infos["small"].known_values == [str(i) for i in range(KNOWN_VALUES_LISTED)]
+    assert (infos["large"].known_values, infos["large"].vocabulary_size) == (None, KNOWN_VALUES_LISTED + 1)
 
 
 def test_models_lists_loaded_versions_and_metadata(client: TestClient) -> None:
@@ -334,15 +351,46 @@ def test_access_log_is_json_with_the_request_id(client: TestClient, trained: Tra
     assert line["pid"] == os.getpid()
 
 
-def test_openapi_documents_the_predict_body_with_examples(client: TestClient) -> None:
+def test_openapi_documents_the_serving_models_fields_and_examples(client: TestClient, trained: Trained) -> None:
     document = client.get("/openapi.json").json()
     predict = document["paths"]["/predict"]["post"]
     body = predict["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
-    assert {"batch", "ranking"} <= set(body["examples"])
-    assert {"200", "400", "404", "413", "422"} <= set(predict["responses"])
-    assert "instances" in document["components"]["schemas"]["PredictRequest"]["properties"]
+    schemas = document["components"]["schemas"]
+    assert schemas["PredictRequest"]["properties"]["instances"]["items"] == {"$ref": "#/components/schemas/Instance"}
+    instance = schemas["Instance"]
+    assert list(instance["properties"]) == list(trained.schema.source_fields) and not instance["additionalProperties"]
+    assert {"type": "array"}.items() <= instance["properties"]["genres"]["anyOf"][0].items()
+    assert {"batch", "ranking", "model_version"} == set(body["examples"])
+    assert set(body["examples"]["ranking"]["value"]["context"]) == {
+        "user_id",
+        "gender",
+        "age",
+        "occupation",
+        "zip_code",
+    }
+    for name, example in body["examples"].items():  # every example is a request the model scores
+        response = client.post("/predict", json=example["value"])
+        assert response.status_code == 200, (name, response.text)
+    assert {"200", "400", "404", "413", "422", "500", "503", "504"} <= set(predict["responses"])
+    error_examples = [
+        example["value"]
+        for response in predict["responses"].values()
+        for example in response.get("content", {}).get("application/json", {}).get("examples", {}).values()
+    ]
+    codes = [example["error"]["code"] for example in error_examples]
+    assert len(codes) == len(set(codes)) >= 7  # one example per error, not one shared by every status
     assert client.get("/docs").status_code == 200
+
+
+def test_docs_and_redoc_are_served_from_the_package(client: TestClient) -> None:
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assert "cdn" not in html.lower() and "https://" not in html.split("<body>")[0], page
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert assets, page
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset
 
 
 def test_admin_reload_needs_the_configured_token(make_client: MakeClient) -> None:

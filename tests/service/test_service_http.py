@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -209,6 +211,40 @@ def test_the_worker_process_sets_its_threads_and_garbage_collector(server: Serve
     assert line["torch_threads"] == 1
     assert line["gc_frozen_objects"] > 10_000
     assert line["gc_thresholds"][0] == 20_000
+
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--virtual-time-budget=15000",
+)
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="chromium is not installed (Debian: apt-get install chromium)"
+)
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_render_in_a_browser_from_the_service_alone(server: Server, tmp_path: Path, page: str) -> None:
+    """Headless Chromium, on a machine with no route to any CDN, renders the operations of the API."""
+    chromium = ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(
+        [*chromium, "--dump-dom", server.url + page], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert "Score instances" in dom and "Request fields of a model" in dom, dom[-2000:]  # operations rendered
+    screenshot = tmp_path / "docs.png"
+    subprocess.run(
+        [*chromium, f"--screenshot={screenshot}", "--window-size=1280,1600", server.url + page],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
 
 
 def test_sigterm_finishes_requests_in_flight(server: Server, trained: Trained) -> None:

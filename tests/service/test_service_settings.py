@@ -51,6 +51,7 @@ def test_settings_come_from_prefixed_environment_variables(store: Path, monkeypa
         ({"workers": "1", "torch_threads": str(available_cpus() + 1)}, "exceeds the"),
         ({"log_level": "loud"}, "log_level"),
         ({"max_batch_rows": "0"}, "max_batch_rows"),
+        ({"poll_intervals": "3"}, r"unknown settings \['DEEPFM_SERVE_POLL_INTERVALS'\]"),
     ],
 )
 def test_bad_settings_fail_fast_with_a_clear_message(
@@ -68,7 +69,8 @@ def test_the_run_command_refuses_bad_settings(
 ) -> None:
     monkeypatch.setenv("DEEPFM_SERVE_MODELS_STORE", "/no/such/dir")
     assert main(["--port", "1"]) == 2
-    assert "is not a directory" in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.splitlines()  # one line naming the variable
+    assert line.startswith("invalid settings: DEEPFM_SERVE_MODELS_STORE: ") and "is not a directory" in line
 
 
 def test_metrics_dir_is_made_for_several_workers_and_emptied_when_given(
