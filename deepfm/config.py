@@ -242,7 +242,7 @@ class ExperimentConfig:
 
     def yaml(self) -> str:
         """The config as a YAML document."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:

@@ -105,7 +105,7 @@ def labels_of(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
         row = int(np.flatnonzero(~good)[0])
         raise DataError(
             f"{where}: label column {column!r} must hold 0/1 or booleans; row {frame.index[row]} has "
-            f"{values.iloc[row]!r}"
+            f"{values.iloc[row : row + 1].tolist()[0]!r}"
         )
     return values.to_numpy(dtype=np.float32)
 
@@ -233,11 +233,13 @@ def declared_schema(
             TransformKind.SPLIT if feature_type is FeatureType.SEQUENCE else TransformKind.IDENTITY
         )
         _check_keys(field, feature_type, transform, at)
-        max_length = field.max_length or _longest(train[source], transform.separator)
+        max_length = 1
+        if feature_type is FeatureType.SEQUENCE:
+            max_length = field.max_length or _longest(train[source], transform.separator)
         try:
             schema_fields.append(
                 FieldSchema(
-                    field.name, feature_type, group=field.group, max_length=max(max_length, 1),
+                    field.name, feature_type, group=field.group, max_length=max_length,
                     combiner=field.combiner, source=source, transform=transform,
                 )
             )  # fmt: skip
@@ -336,6 +338,8 @@ class TableSource:
             logger.info("inferred fields: %s", ", ".join(f"{f.name} ({f.type})" for f in fields))
         self._config = dataclasses.replace(config, fields=fields)
         spec, limits = declared_schema(fields, train, config.label, str(self.files["train"]))
+        self.splits = {name: self._numeric(name, rows, spec) for name, rows in self.splits.items()}
+        train = self.splits["train"]
         with self._rows_named("train"):
             fitted = fit_schema(spec, train, limits=limits)
         dims = {f.name: f.embedding_dim or embedding_dim_for(fitted.fields[f.name].vocabulary_size) for f in fields}
@@ -343,6 +347,26 @@ class TableSource:
         encoder = FeatureEncoder(self.schema)
         datasets = [self._dataset(name, encoder, labels[name]) for name in SPLITS]
         return self.schema, datasets[0], datasets[1], datasets[2]
+
+    def _numeric(self, split: str, rows: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
+        """Rows with the text columns of dense fields parsed as numbers; DataError naming the first that is none.
+
+        A CSV column with one stray word reads as text throughout: this names the word, not the first number.
+        """
+        parsed = {}
+        for field in schema.dense_fields:
+            column = rows[field.source]
+            if pd.api.types.is_numeric_dtype(column) or field.source in parsed:
+                continue
+            numbers = pd.to_numeric(column, errors="coerce")
+            bad = np.flatnonzero((numbers.isna() & column.notna()).to_numpy())
+            if bad.size:
+                raise DataError(
+                    f"{self.files[split]}: row {rows.index[bad[0]]}: field {field.name!r} needs a number, got "
+                    f"{column.iloc[bad[0]]!r}"
+                )
+            parsed[field.source] = numbers
+        return rows.assign(**parsed) if parsed else rows
 
     def raw_test(self, schema: DatasetSchema) -> CTRDataset:
         """The test split encoded from raw rows with `schema` (e.g. an artifact's). Call after `build`."""
