@@ -71,7 +71,7 @@ def test_unreadable_files_are_data_errors(tmp_path: Path, content: str | None, m
 
 
 def test_a_folder_without_parquet_files_is_a_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="holds no .parquet files"):
+    with pytest.raises(DataError, match=r"holds no \.parquet files"):
         read_table(tmp_path)
 
 
