@@ -358,3 +358,10 @@ def test_located_points_the_data_at_this_machine() -> None:
     moved = located(given, "/data/log").data
     assert isinstance(moved, TableConfig)
     assert (moved.train, moved.val, moved.test) == ("/data/log/train.csv", "/data/log/val.csv", "/data/log/test.csv")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=str)
+def test_every_shipped_config_loads(path: Path) -> None:
+    config = ExperimentConfig.from_yaml(path)
+
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
