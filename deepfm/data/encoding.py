@@ -6,7 +6,10 @@ frequency, dense mean and std) and returns a fitted `DatasetSchema`, whose JSON 
 
 - SPARSE   -> int64 (B,)   vocabulary index, 0 for unknown or missing values
 - SEQUENCE -> int64 (B, L) indices of the first L tokens, 0-padded; unknown tokens are 0 too
-- DENSE    -> float32 (B,) (x - mean) / std, 0 for missing values
+- DENSE    -> float32 (B,) (t(x) - mean) / std, 0 for missing values; t clips and applies log1p if asked
+
+A HASH field needs no vocabulary: a value's index is 1 + FNV-1a 64 of its canonical string modulo the
+bucket count, the same in every process and language.
 
 Lookups run through C-level `map`/`dict.get` and numpy, never a Python loop per row. Number-like
 values match their string form: a vocabulary entry "196" is found for 196, 196.0 and "196".
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import math
 import operator
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain, compress, repeat
@@ -146,6 +148,49 @@ def _numeric_alias(key: str) -> int | float | None:
     if not math.isfinite(number) or _canonical(number) != key:
         return None
     return int(number) if number.is_integer() else number
+
+
+def _dense(field: FieldSchema, values: list[Any]) -> np.ndarray:
+    """A DENSE field's raw numbers after its clipping and transform, as float64; missing as NaN."""
+    numbers = _numbers(field, values)
+    transform = field.transform
+    if transform.clips:
+        numbers = np.clip(numbers, transform.clip_min, transform.clip_max)  # NaN stays NaN
+    if transform.kind is TransformKind.LOG1P:
+        numbers = np.sign(numbers) * np.log1p(np.abs(numbers))
+    return numbers
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def fnv1a_64(keys: Sequence[str]) -> np.ndarray:
+    """FNV-1a 64-bit hashes (uint64) of strings' UTF-8 bytes: vectorised over the strings, looping over byte
+    positions only."""
+    encoded = np.char.encode(np.asarray(keys, dtype=str), "utf-8")  # (N,) null-padded bytes
+    lengths = np.char.str_len(encoded)
+    width = encoded.dtype.itemsize
+    data = encoded.view(np.uint8).reshape(len(encoded), width)  # (N, W)
+    hashes = np.full(len(encoded), _FNV_OFFSET, dtype=np.uint64)
+    for position in range(width):
+        active = lengths > position
+        hashes[active] = (hashes[active] ^ data[active, position]) * _FNV_PRIME  # uint64 arithmetic wraps
+    return hashes
+
+
+def _hashed(field: FieldSchema, values: list[Any]) -> np.ndarray:
+    """A HASH field's indices: 1 + hash of the canonical key modulo the buckets; 0 where missing."""
+    types = _check(field, values, _is_scalar_or_missing, NEEDS_SCALAR, _SCALAR_OR_MISSING)
+    if types <= {str, int}:  # the usual cases, with no Python call per value
+        keys, present = list(map(str, values)), None
+    else:
+        present = np.fromiter(map(_is_present, values), dtype=bool, count=len(values))
+        keys = [_canonical(v) if p else "" for v, p in zip(values, present, strict=True)]
+    indices = (fnv1a_64(keys) % np.uint64(field.transform.buckets)).astype(np.int64) + 1
+    if present is not None:
+        indices[~present] = OOV_INDEX
+    return indices
 
 
 def _buckets(field: FieldSchema, values: list[Any]) -> np.ndarray:
@@ -301,10 +346,13 @@ class FeatureEncoder:
 
     def _encode_field(self, field: FieldSchema, values: list[Any]) -> tuple[np.ndarray, int]:
         if field.feature_type is FeatureType.DENSE:
-            numbers = _numbers(field, values)
+            numbers = _dense(field, values)
             missing = np.isnan(numbers)
             scaled = np.where(missing, 0.0, (numbers - field.mean) / field.std).astype(np.float32)
             return scaled, int(missing.sum())
+        if field.is_hashed:
+            indices = _hashed(field, values)
+            return indices, _num_oov(indices)
         table = self._tables[field.name]
         if field.name in self._bucket_indices:
             indices = self._bucket_indices[field.name][_buckets(field, values)]
@@ -333,39 +381,131 @@ class FeatureEncoder:
         return out, int((unknown | (lengths == 0)).sum())
 
 
-def fit_schema(schema: DatasetSchema, frame: pd.DataFrame, min_frequency: int = 1) -> DatasetSchema:
-    """Fit every field's encoding state on training data.
+@dataclass(frozen=True)
+class VocabularyLimits:
+    """Which values of a categorical field its fitted vocabulary keeps (FuxiCTR's `min_categr_count`,
+    NVTabular's `freq_threshold`, torchrec's capped tables).
+
+    Args:
+        min_frequency: values seen fewer times in training stay out (they encode to OOV).
+        max_size: keep at most this many values, the most frequent (0: no cap).
+    """
+
+    min_frequency: int
+    max_size: int
+
+
+class SchemaFitter:
+    """Fits a schema's encoding state on training rows that come in one or more chunks.
+
+    `update` counts a chunk (value counts per categorical field; count, mean and squared deviations per
+    dense field, merged as Chan et al. do); `fitted` ranks and cuts the merged counts. Fitting a file
+    chunk by chunk gives the vocabularies of fitting it whole.
+
+    Args:
+        schema: fields with their sources and transforms; vocabularies and statistics are ignored.
+        min_frequency: the vocabulary cut of fields that `limits` does not name.
+        limits: field name -> its own vocabulary cut.
+    """
+
+    def __init__(
+        self, schema: DatasetSchema, min_frequency: int = 1, limits: Mapping[str, VocabularyLimits] | None = None
+    ) -> None:
+        self.schema = schema
+        self._limits = {name: VocabularyLimits(min_frequency, 0) for name in schema.fields} | dict(limits or {})
+        unknown = sorted(set(self._limits) - set(schema.fields))
+        if unknown:
+            raise SchemaError(f"vocabulary limits for unknown fields {unknown}")
+        self._counts: dict[str, pd.Series] = {}
+        self._moments: dict[str, tuple[int, float, float]] = {}  # dense: (count, mean, sum of squared deviations)
+
+    def update(self, frame: pd.DataFrame) -> SchemaFitter:
+        """Count one chunk of training rows (one column per raw source); returns self."""
+        for field in self.schema.fields.values():
+            if field.source not in frame:
+                raise SchemaError(f"field {field.name!r} reads column {field.source!r}, which the data lacks")
+            values = frame[field.source].tolist()
+            if field.feature_type is FeatureType.DENSE:
+                self._add_moments(field.name, _dense(field, values))
+            elif field.is_hashed:
+                _hashed(field, values)  # checks the values; a hashed field has nothing to count
+            else:
+                sequence = field.feature_type is FeatureType.SEQUENCE
+                keys = list(chain.from_iterable(_tokens(field, values))) if sequence else _keys(field, values)
+                counts = _canonical_counts(keys)
+                previous = self._counts.get(field.name)
+                self._counts[field.name] = counts if previous is None else previous.add(counts, fill_value=0)
+        return self
+
+    def _add_moments(self, name: str, numbers: np.ndarray) -> None:
+        present = numbers[~np.isnan(numbers)]
+        if not present.size:
+            return
+        count, mean, squares = self._moments.get(name, (0, 0.0, 0.0))
+        chunk_mean = float(present.mean())
+        chunk_squares = float(((present - chunk_mean) ** 2).sum())
+        total = count + present.size
+        delta = chunk_mean - mean
+        self._moments[name] = (
+            total,
+            mean + delta * present.size / total,
+            squares + chunk_squares + delta**2 * count * present.size / total,
+        )
+
+    def fitted(self) -> DatasetSchema:
+        """The schema with vocabularies (most frequent first, ties by value), vocabulary sizes, bucket counts
+        and dense means and stds filled in."""
+        fitted: list[FieldSchema] = []
+        for field in self.schema.fields.values():
+            if field.feature_type is FeatureType.DENSE:
+                count, mean, squares = self._moments.get(field.name, (0, 0.0, 0.0))
+                std = math.sqrt(squares / count) if count else 0.0
+                fitted.append(replace(field, mean=mean, std=std if std > 0 else 1.0))
+            elif field.is_hashed:
+                fitted.append(replace(field, vocabulary_size=field.transform.buckets + 1))
+            else:
+                vocabulary = _ranked(self._counts.get(field.name, pd.Series(dtype=np.int64)), self._limits[field.name])
+                fitted.append(replace(field, vocabulary=vocabulary, vocabulary_size=len(vocabulary) + 1))
+        return self.schema.with_fields(fitted)
+
+
+def _canonical_counts(keys: list[Any]) -> pd.Series:
+    """Occurrences of each present key, indexed by canonical form (196, 196.0 and "196" count as "196")."""
+    counts = pd.Series(keys, dtype=object).value_counts(dropna=True, sort=False)
+    canonical = pd.Index(list(map(_canonical, counts.index)), dtype=object)  # one call per distinct key
+    return counts.groupby(canonical, sort=False).sum().astype(np.int64)
+
+
+def _ranked(counts: pd.Series, limits: VocabularyLimits) -> tuple[str, ...]:
+    """The kept keys of `counts`: most frequent first, ties in ascending order of the key."""
+    keys = counts.index.to_numpy(dtype=object)
+    frequencies = counts.to_numpy(dtype=np.int64)
+    order = np.lexsort((keys, -frequencies))
+    kept = order[frequencies[order] >= limits.min_frequency]
+    if limits.max_size > 0:
+        kept = kept[: limits.max_size]
+    return tuple(keys[kept].tolist())
+
+
+def fit_schema(
+    schema: DatasetSchema,
+    frame: pd.DataFrame,
+    min_frequency: int = 1,
+    limits: Mapping[str, VocabularyLimits] | None = None,
+) -> DatasetSchema:
+    """Fit every field's encoding state on training data (`SchemaFitter` over one chunk).
 
     Args:
         schema: fields with their sources and transforms; vocabularies and statistics are ignored.
         frame: training rows, one column per raw source.
         min_frequency: values seen fewer times than this stay out of the vocabulary (they map to OOV).
+        limits: per-field vocabulary cuts that replace `min_frequency` for the fields they name.
 
     Returns:
         The schema with vocabularies (most frequent first, ties by value), vocabulary sizes, and
         dense means and stds filled in.
     """
-    fitted: list[FieldSchema] = []
-    for field in schema.fields.values():
-        if field.source not in frame:
-            raise SchemaError(f"field {field.name!r} reads column {field.source!r}, which the data lacks")
-        values = frame[field.source].tolist()
-        if field.feature_type is FeatureType.DENSE:
-            present = _numbers(field, values)
-            present = present[~np.isnan(present)]
-            std = float(present.std()) if present.size else 0.0
-            mean = float(present.mean()) if present.size else 0.0
-            fitted.append(replace(field, mean=mean, std=std if std > 0 else 1.0))
-            continue
-        if field.feature_type is FeatureType.SEQUENCE:
-            keys: Iterable[Any] = chain.from_iterable(_tokens(field, values))
-        else:
-            keys = _keys(field, values)
-        counts = Counter(map(_canonical, filter(_is_present, keys)))
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        vocabulary = tuple(map(operator.itemgetter(0), (kv for kv in ranked if kv[1] >= min_frequency)))
-        fitted.append(replace(field, vocabulary=vocabulary, vocabulary_size=len(vocabulary) + 1))
-    return schema.with_fields(fitted)
+    return SchemaFitter(schema, min_frequency, limits).update(frame).fitted()
 
 
 _INT64_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
