@@ -29,7 +29,14 @@ def _natural(key: str) -> int | str:
 
 
 def _example(field: FieldSchema, rank: int = 0) -> Any:
-    """A raw value the field knows: its `rank`-th most frequent value (the mean of a dense field)."""
+    """A raw value the field knows: its `rank`-th most frequent value. Where the fitted values are not raw
+    (a dense field's statistics, a prefix, a hashed id), the raw value training recorded comes first."""
+    raw_only = field.feature_type is FeatureType.DENSE or field.transform.kind in (
+        TransformKind.PREFIX,
+        TransformKind.HASH,
+    )
+    if raw_only and field.example is not None and rank == 0:
+        return field.example
     if field.feature_type is FeatureType.DENSE:
         return round(field.mean + rank * field.std, 3)
     if not field.vocabulary:

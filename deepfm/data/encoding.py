@@ -418,6 +418,7 @@ class SchemaFitter:
             raise SchemaError(f"vocabulary limits for unknown fields {unknown}")
         self._counts: dict[str, pd.Series] = {}
         self._moments: dict[str, tuple[int, float, float]] = {}  # dense: (count, mean, sum of squared deviations)
+        self._raw: dict[str, dict[str, Any]] = {}  # field -> canonical key -> a raw value that gave it
 
     def update(self, frame: pd.DataFrame) -> SchemaFitter:
         """Count one chunk of training rows (one column per raw source); returns self."""
@@ -425,6 +426,7 @@ class SchemaFitter:
             if field.source not in frame:
                 raise SchemaError(f"field {field.name!r} reads column {field.source!r}, which the data lacks")
             values = frame[field.source].tolist()
+            self._add_raw(field, values)
             if field.feature_type is FeatureType.DENSE:
                 self._add_moments(field.name, _dense(field, values))
             elif field.is_hashed:
@@ -436,6 +438,26 @@ class SchemaFitter:
                 previous = self._counts.get(field.name)
                 self._counts[field.name] = counts if previous is None else previous.add(counts, fill_value=0)
         return self
+
+    def _add_raw(self, field: FieldSchema, values: list[Any]) -> None:
+        """Remember raw values, for examples: of a PREFIX field one per prefix (few), else the first present."""
+        raw = self._raw.setdefault(field.name, {})
+        if field.transform.kind is TransformKind.PREFIX:
+            keys = _keys(field, values)
+            for key, value in dict(zip(keys, values, strict=True)).items():
+                if key is not None:
+                    raw.setdefault(_canonical(key), value)
+        elif not raw:
+            first = next((v for v in values if _is_present(v) and not (isinstance(v, str | list | tuple) and not v)), None)
+            if first is not None:
+                raw[""] = list(first) if isinstance(first, tuple | np.ndarray) else first
+
+    def _example(self, field: FieldSchema, vocabulary: tuple[str, ...] | None) -> Any:
+        """A raw value of the field: one giving its most frequent key (PREFIX), or the first one seen."""
+        raw = self._raw.get(field.name, {})
+        if field.transform.kind is TransformKind.PREFIX:
+            return raw.get(vocabulary[0]) if vocabulary else None
+        return _plain(raw.get(""))
 
     def _add_moments(self, name: str, numbers: np.ndarray) -> None:
         present = numbers[~np.isnan(numbers)]
@@ -460,13 +482,23 @@ class SchemaFitter:
             if field.feature_type is FeatureType.DENSE:
                 count, mean, squares = self._moments.get(field.name, (0, 0.0, 0.0))
                 std = math.sqrt(squares / count) if count else 0.0
-                fitted.append(replace(field, mean=mean, std=std if std > 0 else 1.0))
+                done = replace(field, mean=mean, std=std if std > 0 else 1.0)
             elif field.is_hashed:
-                fitted.append(replace(field, vocabulary_size=field.transform.buckets + 1))
+                done = replace(field, vocabulary_size=field.transform.buckets + 1)
             else:
                 vocabulary = _ranked(self._counts.get(field.name, pd.Series(dtype=np.int64)), self._limits[field.name])
-                fitted.append(replace(field, vocabulary=vocabulary, vocabulary_size=len(vocabulary) + 1))
+                done = replace(field, vocabulary=vocabulary, vocabulary_size=len(vocabulary) + 1)
+            fitted.append(replace(done, example=self._example(field, done.vocabulary)))
         return self.schema.with_fields(fitted)
+
+
+def _plain(value: Any) -> Any:
+    """A raw value as JSON holds it: numpy scalars as Python numbers, tuples as lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _canonical_counts(keys: list[Any]) -> pd.Series:

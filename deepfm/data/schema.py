@@ -194,6 +194,8 @@ class FieldSchema:
         vocabulary: fitted known values (as strings), in index order from 1; None if not fitted.
         mean: fitted mean of a dense field.
         std: fitted standard deviation of a dense field.
+        example: a raw value seen in training, as a client would send it (before the transform: a zip
+            code, not its prefix); None if not fitted. Documents the field (the service's examples).
     """
 
     name: str
@@ -208,6 +210,7 @@ class FieldSchema:
     vocabulary: tuple[str, ...] | None = field(default=None, repr=False)
     mean: float = 0.0
     std: float = 1.0
+    example: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_type", FeatureType(self.feature_type))
@@ -289,6 +292,8 @@ class FieldSchema:
         elif not self.is_categorical:
             out["mean"] = self.mean
             out["std"] = self.std
+        if self.example is not None:
+            out["example"] = self.example
         return out
 
     @classmethod
@@ -309,6 +314,7 @@ class FieldSchema:
                 vocabulary=None if vocabulary is None else tuple(str(v) for v in vocabulary),
                 mean=float(data.get("mean", 0.0)),
                 std=float(data.get("std", 1.0)),
+                example=data.get("example"),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise SchemaError(f"invalid field {data.get('name', '?')!r}: {exc!r}") from exc

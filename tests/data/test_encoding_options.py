@@ -125,3 +125,19 @@ def test_fitting_in_chunks_equals_fitting_at_once() -> None:
     assert chunked.fields["price"].mean == pytest.approx(frame["price"].mean(), rel=1e-12)
     assert chunked.fields["price"].std == pytest.approx(frame["price"].std(ddof=0), rel=1e-9)
     assert whole.fields["price"].std == pytest.approx(frame["price"].std(ddof=0), rel=1e-9)
+
+
+def test_fitting_records_a_raw_example_of_each_field() -> None:
+    schema = DatasetSchema(
+        [
+            FieldSchema("zip", FeatureType.SPARSE, transform=Transform(TransformKind.PREFIX, length=2)),
+            FieldSchema("price", FeatureType.DENSE, transform=Transform(TransformKind.LOG1P)),
+            FieldSchema("tags", FeatureType.SEQUENCE, max_length=2, transform=Transform(TransformKind.SPLIT)),
+        ]
+    )
+    frame = pd.DataFrame({"zip": ["10001", "20002", "20003"], "price": [None, 12.5, 3.0], "tags": ["", "a|b", "c"]})
+    fitted = SchemaFitter(schema).update(frame.iloc[:1]).update(frame.iloc[1:]).fitted()
+    assert fitted.fields["zip"].example == "20003"  # raw, and its prefix "20" is the most frequent
+    assert fitted.fields["price"].example == 12.5  # before log1p, the first present value
+    assert fitted.fields["tags"].example == "a|b"
+    assert DatasetSchema.from_json(fitted.to_json()).fields["zip"].example == "20003"

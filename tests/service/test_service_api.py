@@ -268,6 +268,8 @@ def test_schema_lists_request_fields_with_examples_that_score_as_known(client: T
     assert fields["gender"]["features"][0] | {"transform": None} == {
         "name": "gender", "feature_type": "sparse", "transform": None, "vocabulary_size": 2, "known_values": ["F", "M"]
     }  # fmt: skip
+    assert len(fields["zip_code"]["example"]) == 5  # a raw zip code whose prefix is the most frequent one
+    assert fields["zip_code"]["example"][:3] == fields["zip_code"]["features"][0]["known_values"][0]
     user_ids = fields["user_id"]["features"][0]
     assert user_ids["known_values"] is not None and len(user_ids["known_values"]) == user_ids["vocabulary_size"] <= 100
     oov_before = sum(metric(client, "deepfm_oov_rows_total", model=MODEL_NAME, field=f) for f in fields)
