@@ -448,7 +448,8 @@ class SchemaFitter:
                 if key is not None:
                     raw.setdefault(_canonical(key), value)
         elif not raw:
-            first = next((v for v in values if _is_present(v) and not (isinstance(v, str | list | tuple) and not v)), None)
+            empty = (isinstance(v, str | list | tuple) and not v for v in values)
+            first = next((v for v, e in zip(values, empty, strict=True) if _is_present(v) and not e), None)
             if first is not None:
                 raw[""] = list(first) if isinstance(first, tuple | np.ndarray) else first
 
