@@ -5,6 +5,7 @@ DeepFMError
 ├── EncodingError    raw values that cannot be encoded (wrong type, NaN, ...)
 ├── ConfigError      an invalid experiment config or override
 ├── DataError        missing or malformed training data
+├── RunError         a missing or unreadable run directory of `deepfm train`
 └── ArtifactError    a missing, corrupted or inconsistent exported artifact
 """
 
@@ -51,6 +52,10 @@ class ConfigError(DeepFMError):
 
 class DataError(DeepFMError):
     """Training data is missing or malformed."""
+
+
+class RunError(DeepFMError):
+    """A run directory of `deepfm train` is missing or its checkpoint unreadable."""
 
 
 class ArtifactError(DeepFMError):

@@ -123,3 +123,23 @@ def test_parquet_needs_nothing_but_pyarrow(logs: Path, tmp_path: Path, capsys: p
     assert main(["init", "--data", str(tmp_path / "clicks.parquet"), "--label", "clicked"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert {"name": "tags", "type": "sequence"} in printed["data"]["fields"]
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["export", "--run", "{tmp}/nope"], "cannot read (No such file or directory)"),
+        (["export", "--run", "{tmp}/garbage"], "not a checkpoint of `deepfm train`"),
+        (["evaluate", "--run", "{tmp}/nope"], "is {tmp}/nope a run directory"),
+        (["evaluate", "--artifact", "{tmp}/nope"], "metadata.json: missing from the artifact"),
+    ],
+)
+def test_a_bad_run_or_artifact_path_is_one_line_and_a_nonzero_exit(
+    tmp_path: Path, command: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main([a.format(tmp=tmp_path) for a in command]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("deepfm: error: "), err
+    assert message.format(tmp=tmp_path) in err

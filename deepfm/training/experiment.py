@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from deepfm.artifact import export_artifact
 from deepfm.config import DataConfig, ExperimentConfig, TableConfig, portable
 from deepfm.data.schema import DatasetSchema
 from deepfm.data.source import open_source
-from deepfm.errors import ConfigError
+from deepfm.errors import ConfigError, RunError
 from deepfm.models import CTRModel, build_model
 from deepfm.training.trainer import History, Scorer, Trainer, evaluate, probabilities_of, seed_everything
 
@@ -138,12 +139,24 @@ def plot_curves(history: History, path: Path, title: str) -> None:
 
 
 def load_run(run_dir: str | Path) -> RunResult:
-    """Rebuild the trained model of a run directory from its checkpoint."""
-    checkpoint = torch.load(Path(run_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    config = ExperimentConfig.from_dict(checkpoint["config"])
-    schema = DatasetSchema.from_dict(checkpoint["schema"])
-    model = build_model_for(config, schema)
-    model.load_state_dict(checkpoint["state_dict"])
+    """Rebuild the trained model of a run directory from its checkpoint.
+
+    Raises:
+        RunError: the directory holds no readable checkpoint of `deepfm train`.
+    """
+    path = Path(run_dir) / CHECKPOINT_FILE
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        config = ExperimentConfig.from_dict(checkpoint["config"])
+        schema = DatasetSchema.from_dict(checkpoint["schema"])
+        model = build_model_for(config, schema)
+        model.load_state_dict(checkpoint["state_dict"])
+    except OSError as exc:
+        raise RunError(
+            f"{path}: cannot read ({exc.strerror}): is {run_dir} a run directory of `deepfm train`?"
+        ) from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as exc:
+        raise RunError(f"{path}: not a checkpoint of `deepfm train` ({type(exc).__name__}: {str(exc)[:200]})") from exc
     model.eval()
     history = History()
     return RunResult(Path(run_dir), config, schema, model, history, checkpoint["metrics"])
