@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -130,10 +131,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.__main__ import main as serve
-
+    """Become `python -m service` (the app is a separate package the library never imports)."""
+    if importlib.util.find_spec("service") is None or importlib.util.find_spec("fastapi") is None:
+        raise DeepFMError("the scoring service is not installed: pip install 'deepfm[serve]'")
     given = {"host": args.host, "port": args.port, "workers": args.workers}
-    return serve([f"--{name}={value}" for name, value in given.items() if value is not None])
+    options = [f"--{name}={value}" for name, value in given.items() if value is not None]
+    os.execv(sys.executable, [sys.executable, "-m", "service", *options])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 Settings are `DEEPFM_SERVE_*` environment variables (`service.settings`; `python -m service --help`
 lists them). This module owns what is process-wide, so that the app (`service.app.create_app`, which
 tests build many times in one process) changes nothing outside itself: each worker process sets its
-torch thread count and its garbage collector in `worker_app` before it builds the app. glibc's
+torch thread count, its garbage collector and what log records collect in `worker_app` before it
+builds the app. glibc's
 malloc thresholds are environment variables read at process start (`deploy/start-scorer.sh` sets
 them); `PROMETHEUS_MULTIPROC_DIR`, with several workers, is set up here.
 
@@ -28,7 +29,7 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.connection import Connection, ConnectionLimits
-from service.logging import log_config
+from service.logging import lighten_records, log_config
 from service.metrics import MULTIPROC_ENV
 from service.settings import ENV_PREFIX, Settings
 
@@ -39,6 +40,7 @@ def worker_app() -> FastAPI:
     """The app of one worker process, after setting what is process-wide: torch threads and the garbage
     collector (what exists now, the imported libraries, moved out of its sight; a higher young threshold)."""
     settings = Settings()
+    lighten_records()
     torch.set_num_threads(settings.threads_per_worker)
     if settings.gc_freeze:
         gc.collect()

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from serving_helpers import REPO_ROOT
 
 from service.__main__ import main
 from service.main import metrics_dir
@@ -88,10 +85,3 @@ def test_metrics_dir_is_made_for_several_workers_and_emptied_when_given(
     monkeypatch.setenv(MULTIPROC_ENV, str(given))
     with metrics_dir(workers=2):
         assert list(given.iterdir()) == []
-
-
-def test_the_service_imports_no_training_dataset_or_model_code() -> None:
-    forbidden = ["deepfm.training", "deepfm.models", "deepfm.data.movielens", "deepfm.data.dataset"]
-    code = f"import sys, service.app, service.main; print([m for m in {forbidden!r} if m in sys.modules])"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"
