@@ -30,7 +30,7 @@ from service.errors import PayloadTooLargeError, ServiceError
 from service.logging import AccessLog, request_id
 from service.metrics import ServiceMetrics
 
-logger = logging.getLogger("service.access")
+logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = b"x-request-id"
 DRAIN_FACTOR = 4

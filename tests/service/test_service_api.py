@@ -338,15 +338,12 @@ def test_the_app_changes_nothing_process_wide(store: Path) -> None:
     assert (gc.get_threshold(), gc.get_freeze_count(), torch.get_num_threads()) == before
 
 
-def test_access_log_is_json_with_the_request_id(client: TestClient, trained: Trained, capsys: Any) -> None:
-    access = logging.getLogger("service.access")
-    level = access.level
-    access.setLevel(logging.INFO)
-    try:
+def test_access_log_is_json_with_the_request_id(
+    client: TestClient, trained: Trained, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="service.access"):
         client.post("/predict", json={"instances": trained.instances(1)}, headers={"X-Request-ID": "log-test-1"})
-    finally:
-        access.setLevel(level)
-    (line,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    (line,) = [json.loads(record.getMessage()) for record in caplog.records if record.name == "service.access"]
     assert line["request_id"] == "log-test-1"
     assert (line["message"], line["path"], line["status"], line["level"]) == ("request", "/predict", 200, "info")
     assert line["duration_ms"] > 0
