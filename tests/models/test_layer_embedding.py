@@ -165,6 +165,16 @@ def test_state_dict_holds_each_fields_tables(movielens_schema: DatasetSchema) ->
     assert list(FeatureEmbedding(movielens_schema, 16).state_dict()) == expected
 
 
+def test_dense_embedding_draws_the_random_numbers_of_the_linear_layer_it_replaced() -> None:
+    """So that a seeded run initialises every later table as before."""
+    draws = []
+    for make in (lambda: DenseEmbedding(3), lambda: torch.nn.Linear(1, 3, bias=False)):
+        torch.manual_seed(0)
+        make()
+        draws.append(torch.rand(4))
+    assert torch.equal(draws[0], draws[1])
+
+
 def test_dense_embedding_loads_the_linear_layout_of_older_checkpoints(mixed_schema: DatasetSchema) -> None:
     trained = _trained(FeatureEmbedding(mixed_schema, 8))
     old = trained.state_dict()

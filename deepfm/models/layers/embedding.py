@@ -19,6 +19,7 @@ reach them; freezing a scripted model (as an artifact is served) turns them into
 copies the tables, so a table of more than `FUSED_MAX_ROWS` rows is looked up by itself instead.
 """
 
+import math
 from itertools import accumulate
 from typing import Any
 
@@ -46,6 +47,8 @@ class DenseEmbedding(nn.Module):
         super().__init__()
         self.embedding_dim = embedding_dim
         self.weight = nn.Parameter(torch.empty(1, embedding_dim))
+        # the draws of the nn.Linear(1, dim) default init it replaced, so that seeded runs draw as before
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
     def forward(self, values: Tensor) -> Tensor:
         """Args: values (B,) float. Returns: (B, embedding_dim)."""
