@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.schemas import INSTANCE_EXAMPLE
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "deploy"))
 sys.path.insert(0, str(ROOT / "tests" / "deploy"))
 
 import loopback  # noqa: E402
+
+from tools.requests import MOVIELENS_INSTANCES  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 COMMAND = ".venv/bin/python benchmarks/deploy_bench.py"
@@ -63,7 +64,7 @@ class Result:
 
 
 def wrk_script(path: Path, batch: int) -> Path:
-    body = json.dumps({"instances": [INSTANCE_EXAMPLE] * batch})
+    body = json.dumps({"instances": [MOVIELENS_INSTANCES[0]] * batch})
     path.write_text(
         f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[{body}]==]\n'
     )

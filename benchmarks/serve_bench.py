@@ -63,7 +63,6 @@ from deepfm.data.dataset import to_tensors
 from deepfm.data.encoding import fit_schema
 from deepfm.data.movielens import movielens_schema
 from deepfm.data.schema import embedding_dim_for
-from service.allocator import keep_freed_memory
 from service.schemas import PredictRequest, PredictResponse, RawValue
 from service.scoring import LoadedModel
 
@@ -404,8 +403,7 @@ class Floors:
 
 
 def in_process(store: Path, payload: dict[str, Any], duration: float) -> Floors:
-    """The floors on SERVER_CPU with one torch thread and the service's malloc thresholds, timed call by call."""
-    keep_freed_memory()
+    """The floors on SERVER_CPU with one torch thread, timed call by call (malloc as the environment sets it)."""
     loaded = LoadedModel.load(store / MODEL_NAME / str(max(list_versions(store, MODEL_NAME))), max_rows=10_000)
     rows = loaded.spec.rows(payload["instances"], payload.get("context"), strict=False)
     tensors = to_tensors(loaded.encoder.encode(rows.columns, rows.num_rows).features)

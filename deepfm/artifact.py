@@ -10,7 +10,8 @@ a probe batch differently from the model itself. Versions are increasing integer
 written into a hidden temporary directory and then renamed into place, so a half-written export is
 never visible and an existing one is never touched.
 Loading checks every file (presence, JSON, checksums), that the model and schema agree, and scores
-a probe batch; a failure is an ArtifactError that names the file. This module imports no training
+probe batches that look up every vocabulary row of every field (a diverged row that scores NaN is
+caught there); a failure is an ArtifactError that names the file. This module imports no training
 or model-building code: the service depends on it.
 """
 
@@ -19,13 +20,13 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -107,6 +108,26 @@ def probe_batch(schema: DatasetSchema, batch_size: int = 2) -> dict[str, Tensor]
             column = column.unsqueeze(1).repeat(1, field.max_length)  # (B, L)
         batch[field.name] = column
     return batch
+
+
+def vocabulary_probes(schema: DatasetSchema, rows_per_batch: int = 4096) -> Iterator[dict[str, Tensor]]:
+    """Batches that together look up every vocabulary row of every categorical field, in one pass.
+
+    Row i reads index i modulo the field's vocabulary size (a sequence: that index in every slot), so
+    the rows number as many as the largest vocabulary; dense values are 0 (the training mean).
+    """
+    total = max((f.vocabulary_size for f in schema.fields.values() if f.is_categorical), default=1)
+    for start in range(0, total, rows_per_batch):
+        rows = torch.arange(start, min(start + rows_per_batch, total))
+        batch: dict[str, Tensor] = {}
+        for field in schema.fields.values():
+            if field.feature_type is FeatureType.DENSE:
+                batch[field.name] = torch.zeros(len(rows), dtype=torch.float32)
+            elif field.feature_type is FeatureType.SEQUENCE:
+                batch[field.name] = (rows % field.vocabulary_size).unsqueeze(1).repeat(1, field.max_length)  # (B, L)
+            else:
+                batch[field.name] = rows % field.vocabulary_size
+        yield batch
 
 
 SCRIPT_TOLERANCE = 1e-5
@@ -236,9 +257,23 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """A version directory's metadata.json, not yet verified (`load_artifact` verifies it); ArtifactError if
+    it cannot be read."""
+    return _read_json(Path(path) / METADATA_FILE)
+
+
 def load_artifact(path: str | Path) -> Artifact:
     """Load and verify one version directory; ArtifactError names the file at fault."""
     root = Path(path)
+    try:
+        return _load(root)
+    except OSError as exc:  # e.g. a directory the service's user may not read
+        where = exc.filename or root
+        raise ArtifactError(f"{where}: cannot read: {exc.strerror or exc}", path=str(where)) from exc
+
+
+def _load(root: Path) -> Artifact:
     for name in (METADATA_FILE, SCHEMA_FILE, MODEL_FILE):
         if not (root / name).is_file():
             raise ArtifactError(f"{root / name}: missing from the artifact", path=str(root / name))
@@ -247,6 +282,12 @@ def load_artifact(path: str | Path) -> Artifact:
     if meta.get("format_version") != ARTIFACT_FORMAT_VERSION:
         raise ArtifactError(
             f"{meta_path}: format_version {meta.get('format_version')!r}, expected {ARTIFACT_FORMAT_VERSION}",
+            path=str(meta_path),
+        )
+    version, model_name = meta.get("version"), meta.get("model_name", root.parent.name)
+    if type(version) is not int or not isinstance(model_name, str):
+        raise ArtifactError(
+            f"{meta_path}: 'version' must be an integer and 'model_name' a string, got {version!r} and {model_name!r}",
             path=str(meta_path),
         )
     checksums = meta.get("files")
@@ -270,8 +311,8 @@ def load_artifact(path: str | Path) -> Artifact:
     model = jit.freeze(model, preserved_attrs=["field_names"])
     artifact = Artifact(
         path=root,
-        model_name=str(meta.get("model_name", root.parent.name)),
-        version=int(meta.get("version", -1)),
+        model_name=model_name,
+        version=version,
         schema=schema,
         metadata=meta,
         model=model,
@@ -294,14 +335,18 @@ def _verify(artifact: Artifact) -> None:
             f"{artifact.path / METADATA_FILE}: version {artifact.version} in a directory named {artifact.path.name}",
             path=str(artifact.path / METADATA_FILE),
         )
-    batch = probe_batch(artifact.schema)
-    try:
-        scores = artifact.predict(batch).numpy()
-    except RuntimeError as exc:
-        raise ArtifactError(
-            f"{model_path}: fails on a probe batch of schema.json's shape: {exc}", path=model_path
-        ) from exc
-    if scores.shape != (len(next(iter(batch.values()))),) or not np.all((scores >= 0) & (scores <= 1)):
-        raise ArtifactError(
-            f"{model_path}: probe batch gave {scores!r}, not probabilities of shape (B,)", path=model_path
-        )
+    for batch in vocabulary_probes(artifact.schema):
+        try:
+            scores = artifact.predict(batch).numpy()
+        except RuntimeError as exc:
+            raise ArtifactError(
+                f"{model_path}: fails on a probe batch of schema.json's shape: {exc}", path=model_path
+            ) from exc
+        rows = len(next(iter(batch.values())))
+        valid = (scores >= 0) & (scores <= 1)  # False for NaN too
+        if scores.shape != (rows,) or not valid.all():
+            bad = scores if scores.shape != (rows,) else scores[~valid][:5]
+            raise ArtifactError(
+                f"{model_path}: probe batch over every vocabulary row gave {bad!r}, not probabilities of shape (B,)",
+                path=model_path,
+            )

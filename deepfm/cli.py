@@ -1,7 +1,9 @@
 """The `deepfm` command: train, evaluate and export models, and serve them.
 
 deepfm train --config configs/deepfm_movielens.yaml [--override training.lr=5e-4 ...] [--export]
-deepfm evaluate --artifact models_store/deepfm/1
+deepfm train --data clicks.csv --label clicked [--time-column ts] [--model xdeepfm] [--export]
+deepfm init --data clicks.csv --label clicked > my.yaml      # the inferred fields, to edit
+deepfm evaluate --artifact models_store/deepfm/1 [--data PATH]
 deepfm export --run runs/deepfm_movielens/<run> [--store models_store]
 deepfm serve [--host 0.0.0.0] [--port 8000] [--workers 1]
 """
@@ -9,28 +11,80 @@ deepfm serve [--host 0.0.0.0] [--port 8000] [--workers 1]
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import logging
+import os
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from deepfm.config import ExperimentConfig
-from deepfm.errors import DeepFMError
+from deepfm.config import (
+    DATA_DIR_ENV,
+    MODEL_CONFIGS,
+    DataConfig,
+    ExperimentConfig,
+    MovieLensConfig,
+    TableConfig,
+    located,
+)
+from deepfm.errors import ConfigError, DeepFMError
 
 DEFAULT_STORE = "models_store"
 
 
+def _is_movielens(path: Path) -> bool:
+    """Whether `path` is a folder in one of GroupLens's MovieLens layouts."""
+    from deepfm.data.movielens import detect_layout
+
+    try:
+        detect_layout(path)
+    except DeepFMError:
+        return False
+    return True
+
+
+def _data_config(args: argparse.Namespace, base: DataConfig | None) -> DataConfig:
+    """The data section for `--data PATH` (`--label`, `--time-column`): a MovieLens folder or a table."""
+    if base is None:
+        movielens = Path(args.data).is_dir() and _is_movielens(Path(args.data))
+        base = MovieLensConfig(path=args.data) if movielens else TableConfig(path=args.data)
+    if isinstance(base, MovieLensConfig):
+        if args.label or args.time_column:
+            raise ConfigError(
+                "--label and --time-column are for tables; a MovieLens click is rating >= data.label_threshold"
+            )
+        return dataclasses.replace(base, path=args.data)
+    changes = {"label": args.label, "time_column": args.time_column}
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
 def _config(args: argparse.Namespace) -> ExperimentConfig:
-    base = ExperimentConfig.from_yaml(args.config) if args.config else ExperimentConfig()
-    return base.with_overrides(args.override)
+    base = ExperimentConfig.from_yaml(args.config) if args.config else None
+    if getattr(args, "data", None):
+        config = located(base, args.data) if base is not None else ExperimentConfig()
+        config = dataclasses.replace(config, data=_data_config(args, base.data if base else None))
+        if base is None:
+            model = args.model or "deepfm"
+            stem = Path(args.data).resolve().name.split(".")[0]
+            config = dataclasses.replace(config, name=f"{model}_{stem}", model=MODEL_CONFIGS[model]())
+    elif getattr(args, "label", None) or getattr(args, "time_column", None):
+        raise ConfigError("--label and --time-column go with --data")
+    else:
+        config = base or ExperimentConfig()
+    if getattr(args, "model", None):
+        config = config.with_overrides([f"model.name={args.model}"])
+    return config.with_overrides(args.override)
 
 
 def _train(args: argparse.Namespace) -> int:
     from deepfm.training.experiment import export_run, train_experiment
 
     run = train_experiment(_config(args), args.run_dir)
-    print(json.dumps({"run_dir": str(run.run_dir), "test": run.metrics["test"]}, indent=2))
+    summary = {"run_dir": str(run.run_dir), "config": str(run.run_dir / "config.yaml"), "test": run.metrics["test"]}
+    print(json.dumps(summary, indent=2))
     if args.export:
         print(f"exported {export_run(run, args.store, args.name)}")
     return 0
@@ -39,17 +93,33 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from deepfm.artifact import load_artifact
     from deepfm.training.experiment import evaluate_scorer_on_raw_test, load_run
-    from deepfm.training.trainer import probabilities_of
+    from deepfm.training.trainer import Scorer, probabilities_of
 
     if args.artifact:
         artifact = load_artifact(args.artifact)
-        config = ExperimentConfig.from_dict(artifact.metadata["config"]).with_overrides(args.override)
-        metrics = evaluate_scorer_on_raw_test(config, artifact.schema, artifact.predict)
+        recorded = artifact.metadata.get("config")
+        if not isinstance(recorded, dict):
+            raise ConfigError(f"{args.artifact}: its metadata.json holds no experiment config to evaluate with")
+        config = ExperimentConfig.from_dict(recorded)
+        schema, scorer = artifact.schema, typing.cast(Scorer, artifact.predict)
     else:
         run = load_run(args.run)
-        config = run.config.with_overrides(args.override)
-        metrics = evaluate_scorer_on_raw_test(config, run.schema, probabilities_of(run.model))
+        config, schema, scorer = run.config, run.schema, probabilities_of(run.model)
+    data = args.data or (os.environ.get(DATA_DIR_ENV) if isinstance(config.data, MovieLensConfig) else None)
+    if data:
+        config = located(config, data)
+    metrics = evaluate_scorer_on_raw_test(config.with_overrides(args.override), schema, scorer)
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from deepfm.data.table import inferred_config
+
+    config = _config(args)
+    if isinstance(config.data, TableConfig):
+        config = dataclasses.replace(config, data=inferred_config(config.data))
+    print(config.yaml(), end="")
     return 0
 
 
@@ -61,10 +131,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from service.__main__ import main as serve
-
+    """Become `python -m service` (the app is a separate package the library never imports)."""
+    if importlib.util.find_spec("service") is None or importlib.util.find_spec("fastapi") is None:
+        raise DeepFMError("the scoring service is not installed: pip install 'deepfm[serve]'")
     given = {"host": args.host, "port": args.port, "workers": args.workers}
-    return serve([f"--{name}={value}" for name, value in given.items() if value is not None])
+    options = [f"--{name}={value}" for name, value in given.items() if value is not None]
+    os.execv(sys.executable, [sys.executable, "-m", "service", *options])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,10 +147,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--config", type=Path, help="experiment YAML (default: built-in DeepFM on MovieLens-100K)")
+        with_overrides(sub)
+
+    def with_overrides(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--override", "-o", action="append", default=[], metavar="KEY=VALUE",
-            help="override a config value, e.g. training.lr=5e-4 or data.data_dir=/data/ml-100k (repeatable)",
+            help="override a config value, e.g. training.lr=5e-4 or model.dnn.dropout=0.1 (repeatable)",
         )  # fmt: skip
+
+    def with_data(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--data", metavar="PATH",
+            help="a CSV or Parquet click log (or a folder of Parquet files), or a MovieLens folder; "
+            "with --config: where that config's data is",
+        )  # fmt: skip
+        sub.add_argument("--label", metavar="COLUMN", help="the table's 0/1 label column (default: label)")
+        sub.add_argument(
+            "--time-column", metavar="COLUMN",
+            help="split by this column: the last 10%% of rows test, the 10%% before them validation "
+            "(default: a seeded random 80/10/10 split)",
+        )  # fmt: skip
+        sub.add_argument("--model", choices=sorted(MODEL_CONFIGS), help="the model (default: deepfm, or the config's)")
 
     def with_store(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--store", default=DEFAULT_STORE, help=f"models store root (default {DEFAULT_STORE})")
@@ -86,11 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
-        help="train and test a model on MovieLens-100K; writes a run directory",
+        help="train and test a model on a click log or MovieLens; writes a run directory",
         description="Train a model with early stopping on validation AUC, test it, and write config.yaml, "
-        "metrics.json, curves.png and checkpoint.pt into a run directory.",
+        "metrics.json, curves.png and checkpoint.pt into a run directory. With --data and no --config, a "
+        "table's fields are inferred from the data; the run's config.yaml holds them, to edit and pass back "
+        "with --config.",
     )
     with_config(train)
+    with_data(train)
     train.add_argument("--run-dir", type=Path, help="run directory (default: <training.output_dir>/<name>/<stamp>)")
     train.add_argument("--export", action="store_true", help="also export the trained model into the store")
     with_store(train)
@@ -106,8 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--artifact", type=Path, help="artifact version directory, e.g. models_store/deepfm/1")
     source.add_argument("--run", type=Path, help="run directory written by `deepfm train`")
-    evaluate.add_argument("--override", "-o", action="append", default=[], metavar="KEY=VALUE")
+    evaluate.add_argument(
+        "--data", metavar="PATH",
+        help=f"where the data is on this machine (default for MovieLens: ${DATA_DIR_ENV}; else the recorded path)",
+    )  # fmt: skip
+    with_overrides(evaluate)
     evaluate.set_defaults(handler=_evaluate)
+
+    init = commands.add_parser(
+        "init",
+        help="print the experiment YAML for a click log, with the fields inferred from it",
+        description="Print a complete experiment config for --data: the table's fields as inferred from its "
+        "training rows (every key of a field is in the README). Edit it and train with --config.",
+    )
+    with_config(init)
+    with_data(init)
+    init.set_defaults(handler=_init)
 
     export = commands.add_parser(
         "export",

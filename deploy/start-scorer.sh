@@ -13,6 +13,13 @@ if [ -n "${DEEPFM_SERVE_TORCH_THREADS:-}" ]; then
     export OMP_NUM_THREADS MKL_NUM_THREADS
 fi
 
+# glibc's malloc: freed model-sized blocks stay in the heap for the next model call instead of going
+# back to the kernel and faulting in again page by page (mmap threshold at its 32 MiB maximum, trim
+# threshold 128 MiB). glibc reads these at process start; a value the operator set wins.
+: "${MALLOC_MMAP_THRESHOLD_:=33554432}"
+: "${MALLOC_TRIM_THRESHOLD_:=134217728}"
+export MALLOC_MMAP_THRESHOLD_ MALLOC_TRIM_THRESHOLD_
+
 # exec: the server becomes this process, so the SIGTERM of `docker stop` or Kubernetes reaches
 # uvicorn, which stops accepting, finishes the requests in flight and exits. (PROMETHEUS_MULTIPROC_DIR,
 # if set, is emptied by the service itself.)

@@ -8,7 +8,7 @@ import sys
 from pydantic import ValidationError
 
 from service.main import run
-from service.settings import describe_env
+from service.settings import ENV_PREFIX, describe_env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args.host, args.port, args.workers)
     except ValidationError as exc:
-        print(f"invalid settings: {exc}", file=sys.stderr)
+        problems = [
+            f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
+        ]
+        print(f"invalid settings: {'; '.join(problems)}", file=sys.stderr)
         return 2
     return 0
 

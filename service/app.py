@@ -1,16 +1,14 @@
 """The FastAPI app factory: settings in, an app with its models, scoring worker and reload poller out.
 
-The lifespan sets torch's thread count and glibc's malloc thresholds (`service.allocator`), loads
-and warms up every model (a start that cannot load the default model fails), moves what exists by
-then out of the garbage collector's sight (`gc.freeze`), starts the scoring worker and the reload
-poller; on shutdown (after uvicorn has finished the requests in flight) it stops the poller, lets
-the worker finish what is queued, and retires this process's metrics.
+The lifespan loads and warms up every model (a start with nothing to serve for the default model
+fails), starts the scoring worker and the reload poller; on shutdown (after uvicorn has finished
+the requests in flight) it stops the poller, lets the worker finish what is queued, and retires this
+process's metrics. The app changes nothing process-wide (`service.main` does, for a worker process).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,27 +18,25 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from service.allocator import keep_freed_memory
+from deepfm.errors import EncodingError
 from service.batching import Batcher
-from service.errors import ErrorDetail, InvalidInputError, ServiceError
+from service.errors import ErrorDetail, InvalidInputError, MalformedRequestError, ServiceError
 from service.metrics import ServiceMetrics
 from service.middleware import RequestMiddleware, error_response
+from service.openapi import with_model
 from service.registry import ModelRegistry, ReloadPoller
 from service.routes import Service, api_router
-from service.schemas import PredictRequest
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Young-generation collections once per 20,000 net allocations instead of 700: a 100-row request
-# allocates thousands of short-lived objects, nearly all freed by reference counting, and each
-# collection walks the whole young generation. After `gc.freeze` the older generations hold
-# little, so the rarer collections stay short. In-process, parsing, checking, encoding and scoring
-# a 100-row request took 1.41 ms of CPU instead of 1.50 (medians of 8 interleaved rounds, one core).
-GC_THRESHOLDS = (20_000, 10, 10)
+# By shutdown uvicorn has drained the requests in flight (drain_timeout_s): the worker holds at most a
+# model call that nobody waits for, which is given a second and then left to the process's exit.
+WORKER_STOP_S = 1.0
 
 DESCRIPTION = """Click-through-rate scoring with DeepFM-family models.
 
@@ -54,11 +50,16 @@ def as_service_error(exc: Exception) -> ServiceError:
     """The ServiceError for an exception raised while handling a request."""
     if isinstance(exc, ServiceError):
         return exc
+    if isinstance(exc, EncodingError):  # the encoder refused raw values: the one place that makes it a 422
+        details = [ErrorDetail(str(p), p.row, p.field) for p in exc.problems]
+        return InvalidInputError(f"{len(details)} problem(s) in the request", details)
     if isinstance(exc, RequestValidationError):
         details = [ErrorDetail(e["msg"], None, ".".join(map(str, e["loc"][1:]))) for e in exc.errors()]
         return InvalidInputError(f"{len(details)} problem(s) in the request", details)
-    if isinstance(exc, HTTPException):
-        return ServiceError.with_status(exc.status_code, str(exc.detail))
+    if isinstance(exc, HTTPException) and exc.status_code == MalformedRequestError.status_code:
+        return MalformedRequestError(f"request body is not valid JSON: {exc.detail}")  # FastAPI's body parsing
+    if isinstance(exc, HTTPException):  # the router's 404 and 405 (with its Allow header)
+        return ServiceError.with_status(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
     return ServiceError(str(exc))
 
 
@@ -67,15 +68,22 @@ async def render_error(request: Request, exc: Exception) -> Response:
     return error_response(as_service_error(exc))
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document, with the predict body's schema (the route parses the body itself)."""
-    if app.openapi_schema is None:
-        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        document["components"]["schemas"]["PredictRequest"] = PredictRequest.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
-        app.openapi_schema = document
-    return app.openapi_schema
+class OpenAPIDocument:
+    """The app's OpenAPI document for the serving version of the default model, rebuilt when that changes."""
+
+    def __init__(self, app: FastAPI, registry: ModelRegistry, max_instances: int) -> None:
+        self._app = app
+        self._registry = registry
+        self._max_instances = max_instances
+        self._cached: tuple[object, dict[str, Any]] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        model = self._registry.get() if self._registry.ready else None
+        if self._cached is None or self._cached[0] is not model:
+            app = self._app
+            routes = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            self._cached = (model, with_model(routes, model, self._max_instances))
+        return self._cached[1]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -94,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_rows=settings.batch_max_rows,
             max_wait_s=settings.batch_max_wait_ms / 1000,
             coalesce=settings.coalesce,
+            timeout_s=settings.request_timeout_s,
         ),
         metrics=metrics,
     )
@@ -101,34 +110,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        torch.set_num_threads(settings.threads_per_worker)
-        malloc_tuned = keep_freed_memory()
-        previous_gc_thresholds = gc.get_threshold()
         await asyncio.to_thread(service.registry.load_all)
-        # Everything alive now (modules, models, the app) lives as long as the process: out of the
-        # garbage collector's sight, a full collection scans only what requests allocate since,
-        # instead of pausing every request in flight for ~100 ms to walk a quarter million objects.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
         service.batcher.start()
         poller.start()
         serving = {m.name: m.version for m in service.registry.describe().models}
         logger.info(
             "service ready",
-            extra={"models": serving, "torch_threads": torch.get_num_threads(), "malloc_tuned": malloc_tuned},
+            extra={"models": serving, "torch_threads": torch.get_num_threads()},
         )
         try:
             yield
         finally:
             poller.stop()
-            service.batcher.stop()
+            service.batcher.stop(WORKER_STOP_S)
             metrics.close()
-            gc.set_threshold(*previous_gc_thresholds)
-            gc.unfreeze()
             logger.info("service stopped")
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc from files shipped with the package, not from a CDN
         title="deepfm scoring service",
         version="1",
         description=DESCRIPTION,
@@ -138,8 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(api_router(service))
-    for exc_class in (ServiceError, RequestValidationError, HTTPException):
+    for exc_class in (ServiceError, EncodingError, RequestValidationError, HTTPException):
         app.add_exception_handler(exc_class, render_error)
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = OpenAPIDocument(app, service.registry, settings.max_batch_rows)  # type: ignore[method-assign]
     return app

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepfm.errors import EncodingError
-from service.errors import NotReadyError, ServiceError
+from service.errors import DeadlineExceededError, ModelError, NotReadyError
 from service.inputs import Rows
 from service.logging import request_id
-from service.metrics import ServiceMetrics, observe_many
-from service.scoring import LoadedModel, Scored, invalid_input
+from service.metrics import ServiceMetrics
+from service.scoring import LoadedModel, Scored
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class _Job:
     request_id: str | None
 
 
-Outcome = tuple[_Job, np.ndarray | ServiceError]
+Outcome = tuple[_Job, np.ndarray | Exception]
 
 
 def _settle(outcomes: list[Outcome]) -> None:
@@ -68,16 +68,23 @@ def _resolve(outcomes: list[Outcome]) -> None:
     for job, outcome in outcomes:
         if job.future.done():  # the request was cancelled (the client went away)
             continue
-        if isinstance(outcome, ServiceError):
+        if isinstance(outcome, Exception):
             job.future.set_exception(outcome)
         else:
             job.future.set_result(outcome)
 
 
+def _expire(future: asyncio.Future[np.ndarray], seconds: float) -> None:
+    if not future.done():
+        future.set_exception(DeadlineExceededError(f"no score within the server's deadline of {seconds:g} s"))
+
+
 class Batcher:
     """Runs model calls on one worker thread, merging requests that wait at the same time.
 
-    It serves the requests of one event loop (uvicorn runs one per worker process).
+    It serves the requests of one event loop (uvicorn runs one per worker process). Nothing a batch
+    does can stop the worker: a failure fails that batch's requests (500 `model_error`), rows with
+    a score that is not a finite probability fail their requests, and the worker goes on.
 
     Args:
         metrics: where model calls, rows, OOV counts and scores are recorded.
@@ -85,22 +92,31 @@ class Batcher:
         max_wait_s: how long a model call waits for more requests; 0 takes those already waiting and
             those queued while the worker yields the CPU once.
         coalesce: whether to merge requests at all.
+        timeout_s: a request not scored within this many seconds fails (504), and a model call
+            running longer marks the worker as stuck.
     """
 
-    def __init__(self, metrics: ServiceMetrics, *, max_rows: int, max_wait_s: float, coalesce: bool) -> None:
+    def __init__(
+        self, metrics: ServiceMetrics, *, max_rows: int, max_wait_s: float, coalesce: bool, timeout_s: float
+    ) -> None:
         self._metrics = metrics
         self._max_rows = max_rows
         self._max_wait_s = max_wait_s
         self._coalesce = coalesce
+        self._timeout_s = timeout_s
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._outbox: list[_Job] = []  # jobs of the current event-loop step, not yet queued
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._call_started: float | None = None  # monotonic start of the model call in progress
 
     @property
     def running(self) -> bool:
-        """Whether the worker accepts requests."""
-        return self._thread is not None
+        """Whether the worker accepts requests and is not stuck in a model call past the deadline."""
+        thread, started = self._thread, self._call_started
+        if thread is None or not thread.is_alive():
+            return False
+        return started is None or time.monotonic() - started < self._timeout_s
 
     def start(self) -> None:
         """Start the worker thread."""
@@ -108,21 +124,25 @@ class Batcher:
             self._thread = threading.Thread(target=self._work, name="deepfm-scorer", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
-        """Score the requests already waiting, then stop the worker."""
+    def stop(self, timeout_s: float) -> None:
+        """Score the requests already waiting, then stop the worker; give up on it after `timeout_s`."""
         with self._lock:
             thread, self._thread = self._thread, None
             if thread is None:
                 return
             self._queue.put(None)
-        thread.join()
+        thread.join(timeout_s)
+        if thread.is_alive():
+            logger.error("the scoring worker did not stop in time", extra={"timeout_s": timeout_s})
 
     async def score(self, model: LoadedModel, rows: Rows) -> np.ndarray:
         """The scores of `rows` by `model`, computed on the worker thread.
 
         Raises:
-            InvalidInputError: a raw value the encoder refused.
+            EncodingError: a raw value the encoder refused.
+            ModelError: the model failed on these rows.
             NotReadyError: the worker is stopped.
+            DeadlineExceededError: no score within `timeout_s`.
         """
         if self._thread is None:
             raise NotReadyError(NOT_RUNNING)
@@ -131,7 +151,11 @@ class Batcher:
         if not self._outbox:
             loop.call_soon(self._hand_over)
         self._outbox.append(_Job(model, rows, future, request_id.get()))
-        return await future
+        deadline = loop.call_later(self._timeout_s, _expire, future, self._timeout_s)
+        try:
+            return await future
+        finally:
+            deadline.cancel()
 
     def _hand_over(self) -> None:
         """Queue the jobs of one event-loop step for the worker, together: the worker wakes once for
@@ -152,7 +176,17 @@ class Batcher:
             job = held.pop() if held else self._queue.get()
             if job is None:
                 return
-            self._run(self._group(job, held))
+            if job.future.done():  # its deadline passed while it waited
+                continue
+            group = self._group(job, held)
+            self._call_started = time.monotonic()
+            try:
+                self._run(group)
+            except Exception:  # a bug in the bookkeeping: fail the group, keep the worker
+                logger.exception("scoring worker error", extra={"request_ids": [j.request_id for j in group]})
+                _settle([(j, _model_error(j.model, "the scoring worker failed on this batch")) for j in group])
+            finally:
+                self._call_started = None
 
     def _group(self, first: _Job, held: list[_Job | None]) -> list[_Job]:
         """`first` and the waiting jobs that can join its model call; what cannot join goes to `held`."""
@@ -168,6 +202,8 @@ class Batcher:
                     break
                 os.sched_yield()  # the event loop, if it has requests in hand, queues them meanwhile
                 yielded = True
+                continue
+            if job is not None and job.future.done():
                 continue
             if job is None or job.model is not first.model or rows + job.rows.num_rows > self._max_rows:
                 held.append(job)
@@ -186,26 +222,46 @@ class Batcher:
                 for job in group:
                     self._run([job])
             else:
-                _settle([(group[0], invalid_input(exc))])
+                _settle([(group[0], exc)])
             return
-        except Exception:  # a bug or a model that fails at run time: a 500 to each caller, a traceback here
-            request_ids = [job.request_id for job in group]
+        except Exception:  # a model that fails at run time: a 500 to each caller, a traceback here
             logger.exception(
-                "scoring failed", extra={"model": model.name, "version": model.version, "request_ids": request_ids}
+                "scoring failed",
+                extra={"model": model.name, "version": model.version, "request_ids": [j.request_id for j in group]},
             )
-            error = ServiceError(f"scoring failed in model {model.name!r} version {model.version}")
-            _settle([(job, error) for job in group])
+            _settle([(job, _model_error(model, "the model call failed")) for job in group])
             return
-        self._record(model, scored)
-        ends = np.cumsum([job.rows.num_rows for job in group]).tolist()
-        _settle([(job, scored.scores[end - job.rows.num_rows : end]) for job, end in zip(group, ends, strict=True)])
+        finite = np.isfinite(scored.scores)
+        outcomes: list[Outcome] = []
+        start = 0
+        for job in group:
+            end = start + job.rows.num_rows
+            bad = np.flatnonzero(~finite[start:end])
+            if bad.size:
+                outcomes.append((job, _model_error(model, f"non-finite scores for instances {bad[:10].tolist()}")))
+            else:
+                outcomes.append((job, scored.scores[start:end]))
+            start = end
+        self._record(model, scored, finite)
+        _settle(outcomes)
 
-    def _record(self, model: LoadedModel, scored: Scored) -> None:
-        metrics = self._metrics
+    def _record(self, model: LoadedModel, scored: Scored, finite: np.ndarray) -> None:
+        metrics, version = self._metrics, str(model.version)
         for rows in scored.call_rows:
             metrics.model_call_rows.labels(model.name).observe(rows)
-        metrics.rows_scored.labels(model.name, str(model.version)).inc(len(scored.scores))
+        metrics.rows_scored.labels(model.name, version).inc(len(scored.scores))
         for name, count in scored.oov_rows.items():
             if count:
                 metrics.oov_rows.labels(model.name, name).inc(count)
-        observe_many(metrics.scores.labels(model.name), scored.scores)
+        num_finite = int(finite.sum())
+        if num_finite < len(finite):
+            logger.error(
+                "model gave non-finite scores",
+                extra={"model": model.name, "version": model.version, "rows": len(finite) - num_finite},
+            )
+            metrics.non_finite_scores.labels(model.name, version).inc(len(finite) - num_finite)
+        metrics.observe_scores(model.name, scored.scores[finite])
+
+
+def _model_error(model: LoadedModel, reason: str) -> ModelError:
+    return ModelError(f"model {model.name!r} version {model.version}: {reason}; the log has the details")

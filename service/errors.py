@@ -7,7 +7,9 @@
     ├── NotFoundError             404 not_found (unknown model or version; the router's 404 has the same code)
     ├── PayloadTooLargeError      413 payload_too_large
     ├── InvalidInputError         422 invalid_input (details name the instance and field)
-    └── NotReadyError             503 not_ready
+    ├── ModelError                500 model_error (a model call failed or gave non-finite scores)
+    ├── NotReadyError             503 not_ready
+    └── DeadlineExceededError     504 deadline_exceeded (no score within request_timeout_s)
 
 Other HTTP errors (the router's 405, ...) keep their status, coded by its phrase (`with_status`).
 Rendered as `{"error": {"code": ..., "message": ..., "details": [{"instance": i, "field": f, "message": m}]}}`.
@@ -41,6 +43,8 @@ class ServiceError(Exception):
 
     status_code: int = 500
     code: str = "internal_error"
+    example: str = "internal error; the log has the details"
+    example_details: tuple[ErrorDetail, ...] = ()
 
     def __init__(
         self, message: str, details: list[ErrorDetail] | None = None, headers: dict[str, str] | None = None
@@ -51,12 +55,17 @@ class ServiceError(Exception):
         self.headers = headers or {}
 
     @classmethod
-    def with_status(cls, status_code: int, message: str) -> ServiceError:
+    def with_status(cls, status_code: int, message: str, headers: dict[str, str] | None = None) -> ServiceError:
         """An error for an HTTP status raised outside the service (the router's 404 and 405), coded by its phrase."""
-        error = cls(message)
+        error = cls(message, headers=headers)
         error.status_code = status_code
         error.code = re.sub(r"\W+", "_", HTTPStatus(status_code).phrase.lower())
         return error
+
+    @classmethod
+    def example_body(cls) -> dict[str, Any]:
+        """The JSON error document of a typical error of this class (for the OpenAPI document)."""
+        return cls(cls.example, list(cls.example_details)).body()
 
     def body(self) -> dict[str, Any]:
         """The JSON error document."""
@@ -67,39 +76,61 @@ class MalformedRequestError(ServiceError):
     """The body is not valid JSON."""
 
     status_code, code = 400, "malformed_json"
+    example = "request body is not valid JSON: expected value at line 1 column 16"
 
 
 class UnauthorizedError(ServiceError):
     """A missing or wrong bearer token."""
 
     status_code, code = 401, "unauthorized"
+    example = "a valid bearer token is required"
 
 
 class ForbiddenError(ServiceError):
     """The action is disabled by configuration."""
 
     status_code, code = 403, "forbidden"
+    example = "the admin API is disabled: set DEEPFM_SERVE_ADMIN_TOKEN to enable it"
 
 
 class NotFoundError(ServiceError):
     """An unknown route, model or version."""
 
     status_code, code = 404, "not_found"
+    example = "model 'dfm' is not loaded; loaded models: ['deepfm', 'xdeepfm']"
 
 
 class PayloadTooLargeError(ServiceError):
     """The body exceeds `max_body_bytes`."""
 
     status_code, code = 413, "payload_too_large"
+    example = "request body exceeds max_body_bytes (8388608 bytes)"
 
 
 class InvalidInputError(ServiceError):
     """Well-formed JSON that the model cannot score: unknown fields, wrong types, bad sizes."""
 
     status_code, code = 422, "invalid_input"
+    example = "1 problem(s) in the request"
+    example_details = (ErrorDetail("unknown field; GET /schema lists the fields", 3, "agee"),)
 
 
 class NotReadyError(ServiceError):
-    """No model is loaded yet."""
+    """No model is loaded yet, or the scoring worker does not run."""
 
     status_code, code = 503, "not_ready"
+    example = "no model loaded yet"
+
+
+class ModelError(ServiceError):
+    """The model failed on these rows (an exception, or a score that is not a finite probability)."""
+
+    status_code, code = 500, "model_error"
+    example = "model 'deepfm' version 3: non-finite scores for instances [2]; the log has the details"
+
+
+class DeadlineExceededError(ServiceError):
+    """The request was not scored within the server's deadline."""
+
+    status_code, code = 504, "deadline_exceeded"
+    example = "no score within the server's deadline of 5 s"

@@ -3,65 +3,24 @@
 A request field is a schema `source` (e.g. `zip_code`); it feeds one or more model fields (e.g.
 `zip_prefix` through a prefix transform). Checks here are set operations and C-level scans over
 columns, so a valid request costs no Python loop per row; whether a value suits its field is the
-encoder's to say.
+encoder's to say (`deepfm.data.encoding`, the one judge of raw values).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import repeat
 from typing import Any
 
+from deepfm.data.encoding import raw_value_schema
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, TransformKind
 from service.errors import ErrorDetail, InvalidInputError
-from service.schemas import INT64_MAX, INT64_MIN, FeatureInfo, RequestFieldInfo
+from service.schemas import FeatureInfo, RequestFieldInfo
 
 Instance = dict[str, Any]
-
-ANY_RAW_VALUE = "a string, an integer, a finite number, a list of strings or integers, or null"
-_TEXT_TYPES: frozenset[type] = frozenset({str, type(None)})
-
-
-def _need(value: Any) -> str | None:
-    """What a JSON value must be to be a raw value (`service.schemas.RawValue`); None if it is one."""
-    kind = type(value)  # exact types: a bool is not an integer here
-    if kind is str or value is None:
-        return None
-    if kind is int:
-        return None if INT64_MIN <= value <= INT64_MAX else "an integer within 64 bits"
-    if kind is float:
-        return None if math.isfinite(value) else "a finite number"
-    if kind is list and all(type(v) is str or (type(v) is int and INT64_MIN <= v <= INT64_MAX) for v in value):
-        return None
-    return ANY_RAW_VALUE
-
-
-def _all_raw_values(column: list[Any]) -> bool:
-    """Whether every value of a column is a raw value, by whole-column checks for the usual columns."""
-    types = set(map(type, column))
-    if types <= _TEXT_TYPES:
-        return True
-    if types == {int}:
-        return bool(min(column) >= INT64_MIN and max(column) <= INT64_MAX)
-    if types == {list}:
-        return set(map(type, chain.from_iterable(column))) <= {str}
-    return all(_need(value) is None for value in column)
-
-
-def _value_details(columns: dict[str, list[Any]], context: Instance) -> list[ErrorDetail]:
-    """A detail for the first value of each column, and each context value, that is no raw value."""
-    details = []
-    for name, column in columns.items():
-        if not _all_raw_values(column):
-            row, need = next((row, need) for row, need in enumerate(map(_need, column)) if need is not None)
-            details.append(ErrorDetail(f"must be {need}; got {column[row]!r:.80}", row, name))
-    for name, value in context.items():
-        context_need = _need(value)
-        if context_need is not None:
-            details.append(ErrorDetail(f"context: must be {context_need}; got {value!r:.80}", None, name))
-    return details
+KNOWN_VALUES_LISTED = 100
+"""`GET /schema` lists the known values of model fields with at most this many (genres, not user ids)."""
 
 
 def _natural(key: str) -> int | str:
@@ -69,20 +28,28 @@ def _natural(key: str) -> int | str:
     return int(key) if key.lstrip("-").isdigit() and str(int(key)) == key else key
 
 
-def _example(field: FieldSchema) -> Any:
-    """A raw value the field knows: its most frequent value, or its mean."""
+def _example(field: FieldSchema, rank: int = 0) -> Any:
+    """A raw value the field knows: its `rank`-th most frequent value. Where the fitted values are not raw
+    (a dense field's statistics, a prefix, a hashed id), the raw value training recorded comes first."""
+    raw_only = field.feature_type is FeatureType.DENSE or field.transform.kind in (
+        TransformKind.PREFIX,
+        TransformKind.HASH,
+    )
+    if raw_only and field.example is not None and rank == 0:
+        return field.example
     if field.feature_type is FeatureType.DENSE:
-        return round(field.mean, 3)
+        return round(field.mean + rank * field.std, 3)
     if not field.vocabulary:
         return None
+    vocabulary = field.vocabulary[rank % len(field.vocabulary) :] + field.vocabulary
     if field.feature_type is FeatureType.SEQUENCE:
-        return [_natural(token) for token in field.vocabulary[:2]]
+        return [_natural(token) for token in vocabulary[:2]]
     if field.transform.kind is TransformKind.BUCKETIZE:
-        number = float(field.vocabulary[0])
+        number = float(vocabulary[0])
         return int(number) if number.is_integer() else number
     if field.transform.kind is TransformKind.PREFIX:
-        return field.vocabulary[0]
-    return _natural(field.vocabulary[0])
+        return vocabulary[0]
+    return _natural(vocabulary[0])
 
 
 @dataclass(frozen=True)
@@ -100,14 +67,35 @@ class RequestField:
     @property
     def numeric(self) -> bool:
         """Whether it takes a number."""
-        return any(
-            f.feature_type is FeatureType.DENSE or f.transform.kind is TransformKind.BUCKETIZE for f in self.features
-        )
+        return bool(self._numeric_features)
+
+    @property
+    def _numeric_features(self) -> list[FieldSchema]:
+        return [
+            f
+            for f in self.features
+            if f.feature_type is FeatureType.DENSE or f.transform.kind is TransformKind.BUCKETIZE
+        ]
 
     @property
     def example(self) -> Any:
-        """A raw value the model knows."""
+        """A raw value the model knows: its most frequent one."""
         return _example(self.features[0])
+
+    def example_at(self, rank: int) -> Any:
+        """A raw value the model knows: its `rank`-th most frequent one."""
+        return _example(self.features[0], rank)
+
+    @property
+    def group(self) -> str:
+        """The group of the model fields it feeds (e.g. "user")."""
+        return self.features[0].group
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of its raw values: what the encoder takes for the strictest model field it feeds."""
+        lists = [f for f in self.features if f.feature_type is FeatureType.SEQUENCE]
+        strictest = [*self._numeric_features, *lists, *self.features][0]
+        return {**raw_value_schema(strictest), "examples": [self.example]}
 
     def info(self) -> RequestFieldInfo:
         """The field as `GET /schema` describes it."""
@@ -121,7 +109,10 @@ class RequestField:
                     name=f.name,
                     feature_type=f.feature_type.value,
                     transform=f.transform.to_dict(),
-                    known_values=None if f.vocabulary is None else len(f.vocabulary),
+                    vocabulary_size=None if f.vocabulary is None else len(f.vocabulary),
+                    known_values=None
+                    if f.vocabulary is None or len(f.vocabulary) > KNOWN_VALUES_LISTED
+                    else list(f.vocabulary),
                 )
                 for f in self.features
             ],
@@ -160,20 +151,19 @@ class RequestSpec:
             by_source.setdefault(field.source, []).append(field)
         self.fields = {name: RequestField(name, tuple(features)) for name, features in by_source.items()}
 
-    def example_instance(self) -> Instance:
-        """An instance with a known value in every field."""
-        return {name: field.example for name, field in self.fields.items()}
+    def example_instance(self, rank: int = 0) -> Instance:
+        """An instance with a known value in every field: the `rank`-th most frequent of each."""
+        return {name: field.example_at(rank) for name, field in self.fields.items()}
 
     def rows(self, instances: Sequence[Instance], context: Instance | None, strict: bool) -> Rows:
         """Check instances and context against the fields and build columns.
 
-        Values of the wrong type for their field are left to the encoder, the one judge of what a
-        field takes (`FeatureEncoder.encode` raises an EncodingError naming the field and row).
+        Values are left to the encoder, the one judge of what a field takes (`FeatureEncoder.encode`
+        raises an EncodingError naming the field and row).
 
         Raises:
             InvalidInputError: naming each offending instance and field: unknown fields, a field both in the
-                context and an instance, a value that is no raw value (see `_need`), and (strict) missing
-                or null values.
+                context and an instance, and (strict) missing or null values.
         """
         context = context or {}
         present: set[str] = set().union(*instances)
@@ -191,11 +181,10 @@ class RequestSpec:
         if details:
             raise InvalidInputError(f"{len(details)} problem(s) in the request", details)
         columns = {name: list(map(dict.get, instances, repeat(name))) for name in present}
-        details = _value_details(columns, context)
-        if not details and strict:
+        if strict:
             details = self._missing(columns, context)
-        if details:
-            raise InvalidInputError(f"{len(details)} problem(s) in the request", details)
+            if details:
+                raise InvalidInputError(f"{len(details)} problem(s) in the request", details)
         return Rows(columns, context, len(instances))
 
     def _missing(self, columns: dict[str, list[Any]], context: Instance) -> list[ErrorDetail]:

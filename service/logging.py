@@ -20,13 +20,6 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
-# What no record collects (the logging HOWTO's "Optimization" section): the caller's file and line
-# (a stack walk per record), thread and multiprocessing names, and the process id (a getpid system
-# call per record; the formatter knows it).
-logging._srcfile = None
-logging.logThreads = False
-logging.logMultiprocessing = False
-logging.logProcesses = False
 _pid = os.getpid()
 
 
@@ -106,6 +99,15 @@ class AccessLog:
             f'"status": {status}, "duration_ms": {duration_ms}}}\n'
         )
         sys.stderr.flush()
+
+
+def lighten_records() -> None:
+    """Process-wide (called by a worker process at start): records stop collecting what JsonFormatter
+    never writes, as the logging HOWTO's "Optimization" section shows: thread and multiprocessing names,
+    and the process id (a getpid system call per record; the formatter knows it)."""
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging.logProcesses = False
 
 
 def log_config(level: str) -> dict[str, Any]:

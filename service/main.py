@@ -1,50 +1,61 @@
 """Run the scoring service under uvicorn: `python -m service [--host H] [--port P] [--workers N]`.
 
-Every setting is an environment variable with the `DEEPFM_SERVE_` prefix (`service.settings.Settings`;
-`python -m service --help` lists them with their defaults):
+Settings are `DEEPFM_SERVE_*` environment variables (`service.settings`; `python -m service --help`
+lists them). This module owns what is process-wide, so that the app (`service.app.create_app`, which
+tests build many times in one process) changes nothing outside itself: each worker process sets its
+torch thread count, its garbage collector and what log records collect in `worker_app` before it
+builds the app. glibc's
+malloc thresholds are environment variables read at process start (`deploy/start-scorer.sh` sets
+them); `PROMETHEUS_MULTIPROC_DIR`, with several workers, is set up here.
 
-    DEEPFM_SERVE_MODELS_STORE       models store root (models_store)
-    DEEPFM_SERVE_DEFAULT_MODEL      model of requests that name none (deepfm)
-    DEEPFM_SERVE_MODELS             comma-separated models to load (all in the store)
-    DEEPFM_SERVE_PINNED_VERSIONS    model=version pairs never hot-reloaded, e.g. deepfm=1
-    DEEPFM_SERVE_KEEP_VERSIONS      versions kept loaded per model (2)
-    DEEPFM_SERVE_POLL_INTERVAL_S    seconds between store scans for new versions; 0 = off (30)
-    DEEPFM_SERVE_ADMIN_TOKEN        bearer token of POST /admin/reload; unset = admin disabled
-    DEEPFM_SERVE_MAX_BATCH_ROWS     most instances per request (10000)
-    DEEPFM_SERVE_MAX_BODY_BYTES     largest request body (8 MiB)
-    DEEPFM_SERVE_STRICT             reject missing or null fields (false)
-    DEEPFM_SERVE_COALESCE           merge concurrent requests into one model call (true)
-    DEEPFM_SERVE_BATCH_MAX_ROWS     most rows per model call (1024)
-    DEEPFM_SERVE_BATCH_MAX_WAIT_MS  how long a model call waits for more requests (0)
-    DEEPFM_SERVE_TORCH_THREADS      torch threads per worker (CPUs // workers)
-    DEEPFM_SERVE_HOST, _PORT, _WORKERS, _LOG_LEVEL   (127.0.0.1, 8000, 1, info)
-
-Logs are JSON lines on stderr, one access line per request with its id at `info`
-(DEEPFM_SERVE_LOG_LEVEL=warning drops them). Threads: each worker runs its event loop and one
-scoring thread, the model with DEEPFM_SERVE_TORCH_THREADS intra-op threads; keep
-workers x torch_threads <= CPUs (the default, CPUs // workers, does; more is refused at start).
-
-With more than one worker, metrics are shared through `PROMETHEUS_MULTIPROC_DIR`: a directory given
-there is emptied at start; otherwise a temporary one is made and removed at exit. uvicorn handles
-SIGTERM: it stops accepting connections, finishes the requests in flight, then the app shuts down.
-Each response reaches the socket in one write (`service.protocol`), so a replica killed outright
-has sent a whole response or none, which a load balancer can retry elsewhere.
+Threads: each worker runs its event loop and one scoring thread, the model with `torch_threads`
+intra-op threads; `workers x torch_threads` may not exceed the CPUs.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
+import torch
 import uvicorn
+from fastapi import FastAPI
 
-from service.logging import log_config
+from service.app import create_app
+from service.connection import Connection, ConnectionLimits
+from service.logging import lighten_records, log_config
 from service.metrics import MULTIPROC_ENV
-from service.protocol import WholeResponseProtocol
 from service.settings import ENV_PREFIX, Settings
+
+logger = logging.getLogger(__name__)
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process, after setting what is process-wide: torch threads and the garbage
+    collector (what exists now, the imported libraries, moved out of its sight; a higher young threshold)."""
+    settings = Settings()
+    lighten_records()
+    torch.set_num_threads(settings.threads_per_worker)
+    if settings.gc_freeze:
+        gc.collect()
+        gc.freeze()
+    if settings.gc_young_threshold:
+        gc.set_threshold(settings.gc_young_threshold, *gc.get_threshold()[1:])
+    logger.info(
+        "worker process",
+        extra={
+            "torch_threads": torch.get_num_threads(),
+            "gc_frozen_objects": gc.get_freeze_count(),
+            "gc_thresholds": gc.get_threshold(),
+        },
+    )
+    return create_app(settings)
 
 
 @contextmanager
@@ -78,14 +89,16 @@ def run(host: str | None = None, port: int | None = None, workers: int | None = 
         if value is not None:
             os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)  # the workers read the same settings
     settings = Settings()
+    limits = ConnectionLimits(settings.max_header_bytes, settings.header_timeout_s, settings.max_connections)
     with metrics_dir(settings.workers):
         uvicorn.run(
-            "service.app:create_app",
+            f"{__name__}:worker_app",
             factory=True,
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
             log_config=log_config(settings.log_level),
             access_log=False,  # the request middleware logs each request with its id
-            http=WholeResponseProtocol,  # a response's header and body in one write: see service/protocol.py
+            http=partial(Connection, limits=limits),  # type: ignore[arg-type]  # HTTP limits: service/connection.py
+            timeout_graceful_shutdown=settings.drain_timeout_s,
         )

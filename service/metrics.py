@@ -18,25 +18,12 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+SCORE_BUCKET_LABELS = tuple(map(str, SCORE_BUCKETS))
 
 
 def multiprocess_mode() -> bool:
     """Whether metrics are shared between worker processes through files."""
     return bool(os.environ.get(MULTIPROC_ENV))
-
-
-def observe_many(histogram: Histogram, values: np.ndarray) -> None:
-    """Observe every value of an array at once: one increment per bucket instead of one call per value.
-
-    prometheus_client has no bulk observe; this adds to the same bucket and sum values `observe` does
-    (a test checks the two agree).
-    """
-    bounds = np.asarray(histogram._upper_bounds)
-    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
-    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=True):
-        if count:
-            bucket.inc(count)
-    histogram._sum.inc(float(values.sum()))
 
 
 class ServiceMetrics:
@@ -75,11 +62,21 @@ class ServiceMetrics:
             ["model", "field"],
             registry=registry,
         )
-        self.scores = Histogram(
-            "deepfm_prediction_score",
-            "Predicted click probabilities.",
-            ["model"],
-            buckets=SCORE_BUCKETS,
+        # A histogram's buckets as counters: prometheus_client observes one value per call, and a
+        # model call scores up to thousands of rows, so each call adds its bucket counts at once.
+        self.score_buckets = Counter(
+            "deepfm_prediction_score_bucket",
+            "Rows scored with a click probability <= le (cumulative buckets: histogram_quantile reads them).",
+            ["model", "le"],
+            registry=registry,
+        )
+        self.score_sum = Counter(
+            "deepfm_prediction_score_sum", "Sum of the click probabilities scored.", ["model"], registry=registry
+        )
+        self.non_finite_scores = Counter(
+            "deepfm_non_finite_scores",
+            "Rows whose score was not a finite number (their requests failed with model_error).",
+            ["model", "version"],
             registry=registry,
         )
         self.model_loads = Counter(
@@ -95,6 +92,15 @@ class ServiceMetrics:
             multiprocess_mode="livemax",
             registry=registry,
         )
+
+    def observe_scores(self, model: str, scores: np.ndarray) -> None:
+        """Count finite click probabilities into the score buckets."""
+        counts = np.searchsorted(np.sort(scores), SCORE_BUCKETS, side="right")  # rows <= each bound
+        for bound, count in zip(SCORE_BUCKET_LABELS, counts.tolist(), strict=True):
+            if count:
+                self.score_buckets.labels(model, bound).inc(count)
+        self.score_buckets.labels(model, "+Inf").inc(len(scores))
+        self.score_sum.labels(model).inc(float(scores.sum()))
 
     def set_serving(self, model: str, version: int, previous: int | None) -> None:
         """Record that `model` now serves `version` instead of `previous`."""

@@ -1,10 +1,16 @@
 """The envelope of every HTTP request, as one pure ASGI middleware (it runs on every request, so it is lean).
 
 It gives the request an id (X-Request-ID if the client sent a valid one, else a new one), echoes it,
-answers 413 to bodies over the limit (at once from Content-Length, else while the body streams in),
+answers 413 to bodies over the limit (from Content-Length, else once the streamed body passes it),
 turns an exception that escapes the app into a logged 500 in the one error shape, and records the
 request's metrics and access log line. Health and metrics requests are not counted, and are logged
-at debug level only.
+at debug level only. A client that hangs up before its body is read is counted with status 499
+(nginx's "client closed request"), not as a server error.
+
+A 413 reaches clients that send their whole body before reading (Python's urllib, many SDKs): the
+body is read and discarded, up to `DRAIN_FACTOR` times the limit, before the answer; closing with
+unread data would reset the connection and the client would see the reset, not the 413. A client
+that asks `Expect: 100-continue` (curl) gets the 413 at once and sends nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import secrets
 import time
 
 from prometheus_client import Counter, Histogram
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +33,8 @@ from service.metrics import ServiceMetrics
 logger = logging.getLogger("service.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
+DRAIN_FACTOR = 4
+CLIENT_CLOSED = 499
 UNTRACKED_PREFIXES = ("/health", "/metrics")
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
@@ -63,12 +72,14 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given, length = b"", b""
+        given, length, expects_continue = b"", b"", False
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
                 given = value
             elif name == b"content-length":
                 length = value
+            elif name == b"expect":
+                expects_continue = value.lower() == b"100-continue"
         rid = given.decode() if _VALID_REQUEST_ID.fullmatch(given) else new_request_id()
         token = request_id.set(rid)
         id_header = (REQUEST_ID_HEADER, rid.encode())
@@ -87,15 +98,22 @@ class RequestMiddleware:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_body_bytes:
+                if message.get("more_body", False):
+                    await self._drain(receive, received)
                 raise self._too_large()
             return message
 
         try:
             declared = int(length) if length.isdigit() else None
             if declared is not None and declared > self.max_body_bytes:
+                if not expects_continue:
+                    await self._drain(receive, 0)
                 await error_response(self._too_large())(scope, receive, send_with_id)
             else:  # a body within its declared length needs no counting; the HTTP parser holds it to it
                 await self.app(scope, receive if declared is not None else limited_receive, send_with_id)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED
+            logger.info("client disconnected before its request was read", extra={"path": scope["path"]})
         except Exception:
             logger.exception("unhandled error")
             if not started:
@@ -107,7 +125,20 @@ class RequestMiddleware:
             request_id.reset(token)
 
     def _too_large(self) -> PayloadTooLargeError:
-        return PayloadTooLargeError(f"request body exceeds max_body_bytes ({self.max_body_bytes} bytes)")
+        return PayloadTooLargeError(
+            f"request body exceeds max_body_bytes ({self.max_body_bytes} bytes)", headers={"connection": "close"}
+        )
+
+    async def _drain(self, receive: Receive, received: int) -> None:
+        """Read and discard the rest of a body, up to DRAIN_FACTOR x the limit, so the client sees the 413."""
+        bound = DRAIN_FACTOR * self.max_body_bytes
+        while received <= bound:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route: str = getattr(scope.get("route"), "path", "<unmatched>")

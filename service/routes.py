@@ -1,4 +1,4 @@
-"""The HTTP API: predict, schema, models, health, metrics and admin reload."""
+"""The HTTP API: predict, schema, models, health, metrics, and admin reload and promotion."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.batching import Batcher
 from service.errors import (
+    DeadlineExceededError,
     ForbiddenError,
     InvalidInputError,
     MalformedRequestError,
+    ModelError,
     NotFoundError,
     NotReadyError,
     PayloadTooLargeError,
@@ -24,11 +26,11 @@ from service.errors import (
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.schemas import (
-    PREDICT_EXAMPLES,
     ErrorResponse,
     HealthResponse,
     ModelsResponse,
     PredictResponse,
+    PromoteRequest,
     ReloadResponse,
     SchemaResponse,
     parse_predict_request,
@@ -51,19 +53,22 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def _errors(*errors: type[ServiceError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for error responses, all in the one error shape."""
-    return {e.status_code: {"model": ErrorResponse, "description": e.__doc__ or e.code} for e in errors}
+    """OpenAPI entries for error responses, all in the one error shape, each with its own example."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = responses.setdefault(
+            error.status_code, {"model": ErrorResponse, "description": "", "content": {"application/json": {}}}
+        )
+        entry["description"] = " ".join(filter(None, [entry["description"], error.__doc__ or error.code]))
+        examples = entry["content"]["application/json"].setdefault("examples", {})
+        examples[error.code] = {"summary": error.code, "value": error.example_body()}
+    return responses
 
 
 PREDICT_BODY = {
     "requestBody": {
         "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"$ref": "#/components/schemas/PredictRequest"},
-                "examples": PREDICT_EXAMPLES,
-            }
-        },
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
     }
 }
 
@@ -73,12 +78,16 @@ def api_router(service: Service) -> APIRouter:
     router = APIRouter()
     settings, registry, batcher, metrics = service.settings, service.registry, service.batcher, service.metrics
 
+    def is_admin(credentials: HTTPAuthorizationCredentials | None) -> bool:
+        if settings.admin_token is None or credentials is None:
+            return False
+        return hmac.compare_digest(credentials.credentials.encode(), settings.admin_token.get_secret_value().encode())
+
     async def require_admin(credentials: Credentials) -> None:
         """Pass only requests bearing the admin token; 403 when no token is configured, 401 for a wrong one."""
         if settings.admin_token is None:
             raise ForbiddenError("the admin API is disabled: set DEEPFM_SERVE_ADMIN_TOKEN to enable it")
-        given = b"" if credentials is None else credentials.credentials.encode()
-        if not hmac.compare_digest(given, settings.admin_token.get_secret_value().encode()):
+        if not is_admin(credentials):
             raise UnauthorizedError("a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
 
     @router.post(
@@ -86,7 +95,16 @@ def api_router(service: Service) -> APIRouter:
         response_model=PredictResponse,
         response_model_exclude_none=True,
         summary="Score instances",
-        responses=_errors(MalformedRequestError, NotFoundError, PayloadTooLargeError, InvalidInputError, NotReadyError),
+        responses=_errors(
+            MalformedRequestError,
+            NotFoundError,
+            PayloadTooLargeError,
+            InvalidInputError,
+            ServiceError,
+            ModelError,
+            NotReadyError,
+            DeadlineExceededError,
+        ),
         openapi_extra=PREDICT_BODY,
     )
     async def predict(request: Request) -> Response:
@@ -111,7 +129,7 @@ def api_router(service: Service) -> APIRouter:
         # valid by construction: serialised here, skipping FastAPI's re-validation of the response
         return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
 
-    @router.get("/schema", summary="Request fields of a model", responses=_errors(NotFoundError))
+    @router.get("/schema", summary="Request fields of a model", responses=_errors(NotFoundError, InvalidInputError))
     async def schema(model: str | None = None, version: int | None = None) -> SchemaResponse:
         """The fields a client sends to a model (the default one unless named), with examples, and its metrics."""
         loaded = registry.get(model, version)
@@ -122,10 +140,15 @@ def api_router(service: Service) -> APIRouter:
             fields=[field.info() for field in loaded.spec.fields.values()],
         )
 
-    @router.get("/models", summary="Loaded models")
-    async def models() -> ModelsResponse:
-        """Loaded models, their serving and loaded versions, refused versions and metadata."""
-        return registry.describe()
+    @router.get(
+        "/models",
+        summary="Loaded models",
+        openapi_extra={"security": [{}, {"HTTPBearer": []}]},  # the token is optional: it only adds detail
+    )
+    async def models(credentials: Credentials) -> ModelsResponse:
+        """Loaded models, their serving, loaded, held and refused versions, and metadata (in full, with paths
+        and library versions, for a request bearing the admin token)."""
+        return registry.describe(full=is_admin(credentials))
 
     @router.get("/health/live", summary="Liveness")
     async def live() -> HealthResponse:
@@ -152,7 +175,18 @@ def api_router(service: Service) -> APIRouter:
         responses=_errors(UnauthorizedError, ForbiddenError),
     )
     def reload() -> ReloadResponse:
-        """Scan the store and swap in the newest new version of each model that is not pinned (as the poller does)."""
+        """Scan the store now and apply the promotion rule to each model that is not pinned (as the poller does)."""
         return ReloadResponse(results=registry.refresh())
+
+    @router.post(
+        "/admin/promote",
+        summary="Serve a version on purpose",
+        dependencies=[Depends(require_admin)],
+        responses=_errors(MalformedRequestError, UnauthorizedError, ForbiddenError, NotFoundError, InvalidInputError),
+    )
+    def promote(body: PromoteRequest) -> ReloadResponse:
+        """Serve a version of a model whatever the promotion gate says (a held one, or a rollback) until a newer
+        version passes the gate; a restart applies the rule again (pin a version to keep it)."""
+        return ReloadResponse(results=[registry.promote(body.model, body.version)])
 
     return router

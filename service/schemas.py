@@ -1,96 +1,47 @@
 """Request and response bodies, and the parsing of a predict request into one with clear errors.
 
-Parsing checks the request's shape; instance values are JSON values of any type here. Which fields
-exist and that each value is a raw value (`RawValue`: string, 64-bit integer, finite number, list of
-strings or integers, null) are checked against the model's request fields afterwards
-(`service.inputs`, column by column, faster than pydantic's union validation per value), and what
-each field takes by the encoder, because both differ between models.
+Parsing checks the request's envelope, with strict types (a boolean is no integer, a name is a
+non-empty string). Instance and context values are JSON values of any type here: which fields exist
+is checked against the model's request fields (`service.inputs`), and what each field takes by the
+encoder (`deepfm.data.encoding`), the one judge of raw values. The OpenAPI document describes each
+value as the serving model's encoder takes it (`service.openapi`).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AllowInfNan,
-    BaseModel,
-    ConfigDict,
-    Field,
-    Strict,
-    StrictStr,
-    TypeAdapter,
-    ValidationError,
-    WithJsonSchema,
-)
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from service.errors import ErrorDetail, InvalidInputError, MalformedRequestError
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-Int = Annotated[int, Strict(), Field(ge=INT64_MIN, le=INT64_MAX)]
-Float = Annotated[float, Strict(), AllowInfNan(False)]
-RawValue = Annotated[StrictStr | Int | Float | list[StrictStr | Int] | None, Field(union_mode="left_to_right")]
-"""A raw feature value, as a client has it; null scores as missing."""
-DocumentedValue = Annotated[Any, WithJsonSchema(TypeAdapter(RawValue).json_schema())]
-"""A JSON value, documented as a RawValue: `service.inputs` checks it is one."""
-
-INSTANCE_EXAMPLE: dict[str, Any] = {
-    "user_id": 196,
-    "movie_id": 242,
-    "gender": "M",
-    "age": 24,
-    "occupation": "writer",
-    "zip_code": "85711",
-    "genres": ["Comedy", "Drama"],
-}
+Instance = dict[str, Any]
+ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
 class PredictRequest(BaseModel):
     """Rows to score, with optional fields shared by all of them."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    instances: list[dict[str, DocumentedValue]] = Field(
+    instances: list[Instance] = Field(
         min_length=1, description="Rows to score: request field -> raw value. See `GET /schema` for the fields."
     )
-    context: dict[str, DocumentedValue] | None = Field(
+    context: Instance | None = Field(
         default=None,
         description="Fields shared by every instance (e.g. the user of a ranking call), sent and encoded once. "
         "A field may be in the context or in the instances, not both.",
     )
     top_k: int | None = Field(default=None, ge=1, description="Also return the indices of the k best-scored rows.")
-    model: str | None = Field(default=None, description="Model name; the service's default model if unset.")
+    model: ModelName | None = Field(default=None, description="Model name; the service's default model if unset.")
     version: int | None = Field(default=None, ge=1, description="Model version; the serving version if unset.")
     strict: bool | None = Field(
         default=None,
         description="Reject missing or null fields instead of scoring them as unknown; "
         "the service's `strict` setting if unset.",
     )
-
-
-PREDICT_EXAMPLES: dict[str, dict[str, Any]] = {
-    "batch": {
-        "summary": "Score rows",
-        "value": {"instances": [INSTANCE_EXAMPLE, {**INSTANCE_EXAMPLE, "movie_id": 302, "genres": ["Crime"]}]},
-    },
-    "ranking": {
-        "summary": "Rank candidate movies for one user",
-        "description": "The user's fields are sent once in `context`; `top_k` returns the best rows' indices.",
-        "value": {
-            "context": {k: INSTANCE_EXAMPLE[k] for k in ("user_id", "gender", "age", "occupation", "zip_code")},
-            "instances": [
-                {"movie_id": 242, "genres": ["Comedy"]},
-                {"movie_id": 302, "genres": ["Crime", "Film-Noir"]},
-                {"movie_id": 377, "genres": ["Children", "Comedy"]},
-            ],
-            "top_k": 2,
-        },
-    },
-    "model_version": {
-        "summary": "Name a model and version",
-        "value": {"model": "deepfm", "version": 1, "instances": [INSTANCE_EXAMPLE]},
-    },
-}
 
 
 class PredictResponse(BaseModel):
@@ -127,20 +78,6 @@ class ErrorResponse(BaseModel):
 
     error: ErrorBody
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "error": {
-                        "code": "invalid_input",
-                        "message": "1 problem in the request",
-                        "details": [{"instance": 3, "field": "agee", "message": "unknown field"}],
-                    }
-                }
-            ]
-        }
-    )
-
 
 class FeatureInfo(BaseModel):
     """A model input field fed by a request field."""
@@ -148,7 +85,11 @@ class FeatureInfo(BaseModel):
     name: str
     feature_type: Literal["sparse", "dense", "sequence"]
     transform: dict[str, Any] = Field(description="How the raw value becomes the looked-up value.")
-    known_values: int | None = Field(description="Size of the fitted vocabulary; null for dense fields.")
+    vocabulary_size: int | None = Field(description="Known values (after the transform); null for dense fields.")
+    known_values: list[str] | None = Field(
+        description="The known values after the transform, most frequent first, for vocabularies of at most 100 "
+        "(other values score as unknown); null for larger ones and dense fields."
+    )
 
 
 class RequestFieldInfo(BaseModel):
@@ -177,31 +118,60 @@ class RefusedVersion(BaseModel):
     reason: str
 
 
+class HeldVersion(BaseModel):
+    """A version that loaded but failed the promotion gate: scored only by requests naming it."""
+
+    version: int
+    reason: str
+
+
 class ModelInfo(BaseModel):
     """A loaded model."""
 
     name: str
     version: int = Field(description="The serving version.")
-    loaded_versions: list[int]
+    loaded_versions: list[int] = Field(description="Versions a request may name: the serving, previous and held ones.")
     pinned: bool
+    held_versions: list[HeldVersion]
     refused_versions: list[RefusedVersion]
-    metadata: dict[str, Any] = Field(description="metadata.json of the serving version.")
+    metadata: dict[str, Any] = Field(
+        description="metadata.json of the serving version; without library versions and paths unless the request "
+        "bears the admin token."
+    )
+
+
+class UnavailableModel(BaseModel):
+    """A model of the store with no version that loads."""
+
+    name: str
+    refused_versions: list[RefusedVersion]
 
 
 class ModelsResponse(BaseModel):
-    """Every loaded model."""
+    """Every loaded model, and the store's models that have nothing to serve."""
 
     default_model: str
     models: list[ModelInfo]
+    unavailable_models: list[UnavailableModel]
 
 
 class ReloadResult(BaseModel):
-    """What a reload did to one model."""
+    """What a reload or promotion did to one model."""
 
     model: str
     previous_version: int | None
     version: int | None
-    refused: list[RefusedVersion]
+    refused: list[RefusedVersion] = Field(description="Versions refused by this reload.")
+    held: list[HeldVersion] = Field(description="The version held by the promotion gate, if any.")
+
+
+class PromoteRequest(BaseModel):
+    """A version to serve whatever the promotion gate says."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: ModelName
+    version: int = Field(ge=1)
 
 
 class ReloadResponse(BaseModel):
@@ -225,13 +195,18 @@ def _location(error: ErrorDetails) -> tuple[int | None, str | None]:
 
 
 def parse_predict_request(body: bytes) -> PredictRequest:
-    """A predict request of the right shape; MalformedRequestError for bad JSON, InvalidInputError naming
-    instance and field. (Its values are checked by `service.inputs.RequestSpec.rows`.)"""
+    """A predict request of the right shape.
+
+    Raises:
+        MalformedRequestError: the body is not JSON (NaN and Infinity are not JSON).
+        InvalidInputError: naming the instance and field of each problem with the envelope.
+    """
     try:
-        return PredictRequest.model_validate_json(body)
+        data = pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
+        raise MalformedRequestError(f"request body is not valid JSON: {exc}") from None
+    try:
+        return PredictRequest.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-    if errors[0]["type"] == "json_invalid":
-        raise MalformedRequestError(f"request body is not valid JSON: {errors[0]['msg']}")
-    details = [ErrorDetail(error["msg"], *_location(error)) for error in errors]
+        details = [ErrorDetail(error["msg"], *_location(error)) for error in exc.errors(include_url=False)]
     raise InvalidInputError(f"{len(details)} problem(s) in the request", details)

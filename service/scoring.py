@@ -21,7 +21,6 @@ import torch
 from deepfm.artifact import Artifact, load_artifact
 from deepfm.data.encoding import EncodedBatch, FeatureEncoder
 from deepfm.errors import ArtifactError, EncodingError
-from service.errors import ErrorDetail, InvalidInputError
 from service.inputs import RequestSpec, Rows
 
 logger = logging.getLogger(__name__)
@@ -45,11 +44,6 @@ class Scored:
     call_rows: list[int]
 
 
-def invalid_input(exc: EncodingError) -> InvalidInputError:
-    """The 422 for raw values the encoder refused; `exc.row` is the instance (None: the context)."""
-    return InvalidInputError("1 problem(s) in the request", [ErrorDetail(str(exc), exc.row, exc.field)])
-
-
 def _encode_context(encoder: FeatureEncoder, context: dict[str, Any]) -> EncodedBatch | None:
     """A context as one encoded row (None for no context); EncodingError says it is the context's."""
     if not context:
@@ -57,7 +51,8 @@ def _encode_context(encoder: FeatureEncoder, context: dict[str, Any]) -> Encoded
     try:
         return encoder.encode({k: [v] for k, v in context.items()}, 1, encoder.fields_reading(context))
     except EncodingError as exc:
-        raise EncodingError(f"context: {exc}", field=exc.field) from exc
+        problems = [EncodingError(f"context: {p}", field=p.field) for p in exc.problems]
+        raise EncodingError("; ".join(map(str, problems)), problems=problems) from exc
 
 
 def _joined_columns(parts: Sequence[Rows], names: Iterable[str]) -> dict[str, list[Any]]:
@@ -131,7 +126,7 @@ class LoadedModel:
         for size in WARMUP_BATCH_SIZES * WARMUP_ROUNDS:
             try:
                 scores = loaded.score([loaded.spec.rows([example] * size, None, strict=False)], max_rows).scores
-            except (EncodingError, InvalidInputError, RuntimeError) as exc:
+            except (EncodingError, RuntimeError) as exc:
                 raise ArtifactError(f"{path}: warm-up batch failed: {exc}", path=str(path)) from exc
             if scores.shape != (size,) or not np.all(np.isfinite(scores)):
                 raise ArtifactError(f"{path}: warm-up batch of {size} rows gave {scores!r}", path=str(path))

@@ -1,6 +1,7 @@
 """Service settings: one `BaseSettings`, read from `DEEPFM_SERVE_*` environment variables.
 
-Every field below is documented by its docstring (also shown by `python -m service --help`).
+Every field below is documented by its docstring (also shown by `python -m service --help`). A
+`DEEPFM_SERVE_*` variable that names no setting is an error at start, not silently ignored.
 List-like values are plain text: `DEEPFM_SERVE_MODELS=deepfm,xdeepfm`,
 `DEEPFM_SERVE_PINNED_VERSIONS=deepfm=1,xdeepfm=3`. Settings are validated when they are built, so a
 bad deploy stops at start with a message that names the variable.
@@ -52,6 +53,10 @@ class Settings(BaseSettings):
     keep_versions: int = Field(default=2, ge=1)
     """Versions of a model kept loaded (the serving one and the newest before it) for requests naming one."""
 
+    promotion_tolerance: float = Field(default=0.005, ge=0)
+    """A new version serves only if its test AUC (metadata.json) is at most this far below the serving one's;
+    otherwise it is held. 1 turns the gate off."""
+
     poll_interval_s: float = Field(default=30.0, ge=0)
     """Seconds between scans of the store for new versions; 0 turns polling off."""
 
@@ -63,6 +68,16 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest request body accepted, in bytes; larger ones get 413."""
+
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """Largest request head (request line and headers) accepted, in bytes; larger ones get 431."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """A connection whose next request head is not complete this many seconds after the server waits for it
+    (from the accept, or the previous response) is closed; 408 if it sent a part."""
+
+    max_connections: int = Field(default=512, ge=1)
+    """Most open connections per worker; a new one past it gets 503 and is closed (keep it under the fd limit)."""
 
     strict: bool = False
     """Reject instances with missing or null fields instead of scoring them as unknown (OOV)."""
@@ -76,8 +91,22 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(default=0.0, ge=0, le=1000)
     """How long a model call waits for more requests; 0: those waiting, or queued while the scorer yields once."""
 
+    request_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    """A predict request not scored within this many seconds gets 504; keep it below the proxy's read timeout."""
+
+    drain_timeout_s: int = Field(default=10, ge=1, le=300)
+    """On SIGTERM, how long requests in flight may take to finish; the process exits within a second after."""
+
     torch_threads: int | None = Field(default=None, ge=1)
     """Torch intra-op threads per worker; unset: CPUs // workers (at least 1)."""
+
+    gc_freeze: bool = True
+    """Move what exists when a worker starts (the imported libraries: a quarter million objects) out of the
+    garbage collector's sight, so a full collection does not walk them while requests wait."""
+
+    gc_young_threshold: int = Field(default=20_000, ge=0)
+    """Allocations between young-generation collections in a worker (Python's default: 700; 0 keeps it).
+    A 100-row request allocates thousands of short-lived objects that reference counting frees anyway."""
 
     host: str = "127.0.0.1"
     """Interface to listen on (`0.0.0.0` in a container)."""
@@ -90,6 +119,16 @@ class Settings(BaseSettings):
 
     log_level: LogLevel = "info"
     """Level of the JSON logs."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, values: Any) -> Any:
+        """A misspelt variable would be ignored and its default used silently: refuse to start instead."""
+        known = {f"{ENV_PREFIX}{name.upper()}" for name in cls.model_fields}
+        unknown = sorted(key for key in os.environ if key.upper().startswith(ENV_PREFIX) and key.upper() not in known)
+        if unknown:
+            raise ValueError(f"unknown settings {unknown}; `python -m service --help` lists the known ones")
+        return values
 
     @field_validator("models", mode="before")
     @classmethod
@@ -148,10 +187,6 @@ class Settings(BaseSettings):
         if self.torch_threads is not None:
             return self.torch_threads
         return max(1, available_cpus() // self.workers)
-
-    def wants(self, model_name: str) -> bool:
-        """Whether the service loads `model_name`."""
-        return self.models is None or model_name in self.models
 
 
 def describe_env() -> str:

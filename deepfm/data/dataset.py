@@ -1,4 +1,7 @@
-"""In-memory datasets of encoded rows, for DataLoader-style access and fast batched iteration."""
+"""In-memory datasets of encoded rows, for DataLoader-style access and fast batched iteration.
+
+Index columns may be stored compactly (int32, see `compact`); batches always carry int64 indices.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from deepfm.data.schema import DatasetSchema
 
 Batch = tuple[dict[str, Tensor], Tensor]
 """(features: field -> (B,) or (B, L) tensor, labels: (B,) float32)."""
@@ -40,7 +45,7 @@ class CTRDataset(Dataset[Batch]):
         return int(self.labels.shape[0])
 
     def __getitem__(self, index: int) -> Batch:
-        return {name: values[index] for name, values in self.features.items()}, self.labels[index]
+        return {name: _widened(values[index]) for name, values in self.features.items()}, self.labels[index]
 
     def num_batches(self, batch_size: int) -> int:
         """How many batches `batches(batch_size)` yields."""
@@ -54,7 +59,7 @@ class CTRDataset(Dataset[Batch]):
                 rows: slice | Tensor = slice(start, start + batch_size)
             else:
                 rows = order[start : start + batch_size]
-            yield {name: values[rows] for name, values in self.features.items()}, self.labels[rows]
+            yield {name: _widened(values[rows]) for name, values in self.features.items()}, self.labels[rows]
 
 
 class ResampledDataset(CTRDataset):
@@ -71,6 +76,17 @@ class ResampledDataset(CTRDataset):
     def resample(self, epoch: int) -> None:
         """Replace the rows with those of `epoch`."""
         self.features, self.labels = self._draw(epoch)
+
+
+def _widened(values: Tensor) -> Tensor:
+    """int64 indices of a compactly stored column; other columns as they are."""
+    return values.long() if values.dtype == torch.int32 else values
+
+
+def compact(arrays: dict[str, np.ndarray], schema: DatasetSchema) -> dict[str, np.ndarray]:
+    """Encoded index columns as int32 where the field's indices fit (half the memory); dense columns unchanged."""
+    fits = {f.name for f in schema.fields.values() if f.is_categorical and f.vocabulary_size <= np.iinfo(np.int32).max}
+    return {name: values.astype(np.int32) if name in fits else values for name, values in arrays.items()}
 
 
 def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, Tensor]:

@@ -6,22 +6,28 @@ frequency, dense mean and std) and returns a fitted `DatasetSchema`, whose JSON 
 
 - SPARSE   -> int64 (B,)   vocabulary index, 0 for unknown or missing values
 - SEQUENCE -> int64 (B, L) indices of the first L tokens, 0-padded; unknown tokens are 0 too
-- DENSE    -> float32 (B,) (x - mean) / std, 0 for missing values
+- DENSE    -> float32 (B,) (t(x) - mean) / std, 0 for missing values; t clips and applies log1p if asked
+
+A HASH field needs no vocabulary: a value's index is 1 + FNV-1a 64 of its canonical string modulo the
+bucket count, the same in every process and language.
 
 Lookups run through C-level `map`/`dict.get` and numpy, never a Python loop per row. Number-like
-values match their string form: a vocabulary entry "196" is found for 196, 196.0 and "196". A value
-of the wrong type (a list where one value belongs, a string in a numeric field, an infinity) is an
-EncodingError naming the field and the row.
+values match their string form: a vocabulary entry "196" is found for 196, 196.0 and "196".
+
+This module is the one judge of raw values, in training and serving alike. Types are exact: a
+boolean is no number; integers fit in 64 bits; floats are finite (NaN is a missing value, as pandas
+writes one); a sequence is a list of strings or integers (ids), or a separated string. Any other value (a
+list where one value belongs, a string in a numeric field, an infinity) is an EncodingError naming
+the field and the row.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 from typing import Any
 
 import numpy as np
@@ -34,11 +40,15 @@ Column = Sequence[Any] | np.ndarray | pd.Series
 """A column of raw values, one per row; None (or NaN) is a missing value."""
 
 
-_SCALARS = (str, int, float, np.integer)  # numpy floats and strings subclass float and str
-_NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
-_SCALAR_TYPES: frozenset[type] = frozenset({str, int, float, type(None)})
-_SEQUENCE_TYPES: frozenset[type] = frozenset({list, tuple, str, type(None)})
-_LIST_TYPES: frozenset[type] = frozenset({list, tuple})
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_STRING_OR_MISSING: frozenset[type] = frozenset({str, type(None)})
+_NUMBER_OR_MISSING: frozenset[type] = frozenset({int, float, type(None)})
+_SCALAR_OR_MISSING: frozenset[type] = frozenset({str, int, float, type(None)})
+_LISTS: frozenset[type] = frozenset({list, tuple})
+_TOKEN_TYPES: frozenset[type] = frozenset({str, int})
+
+NEEDS_NUMBER = "a number (an integer within 64 bits or a finite float)"
+NEEDS_SCALAR = "a string or a number (an integer within 64 bits or a finite float)"
 
 
 def _values(column: Column) -> list[Any]:
@@ -56,23 +66,44 @@ def _is_present(value: Any) -> bool:
     return value is not None and not _is_nan(value)
 
 
+def _is_int(value: Any) -> bool:
+    """An integer within 64 bits; exact types, so a bool is not one."""
+    return (type(value) is int and INT64_MIN <= value <= INT64_MAX) or isinstance(value, np.integer)
+
+
 def _is_number_or_missing(value: Any) -> bool:
-    return value is None or isinstance(value, int | float | np.integer)
+    """A 64-bit integer, a float that is not infinite (NaN is missing, as pandas spells it), or None."""
+    return value is None or _is_int(value) or (isinstance(value, float) and not math.isinf(value))
 
 
 def _is_scalar_or_missing(value: Any) -> bool:
-    return value is None or isinstance(value, _SCALARS)
-
-
-def _is_sequence_or_missing(value: Any) -> bool:
-    return value is None or (
-        isinstance(value, str | float | list | tuple | np.ndarray)
-        and not (isinstance(value, float) and not math.isnan(value))
-    )
+    return isinstance(value, str) or _is_number_or_missing(value)
 
 
 def _is_token(value: Any) -> bool:
-    return isinstance(value, _SCALARS)
+    """A string or a 64-bit integer: the ids a list holds (no missing values, no floats)."""
+    return isinstance(value, str) or _is_int(value)
+
+
+def _is_sequence_or_missing(value: Any) -> bool:
+    """None, NaN (missing), a separated string, or a list of tokens."""
+    if value is None or _is_nan(value) or isinstance(value, str):
+        return True
+    return isinstance(value, list | tuple | np.ndarray) and all(map(_is_token, value))
+
+
+def _of_type(values: list[Any], kind: type) -> Iterator[Any]:
+    """The values whose exact type is `kind`, by C-level iteration."""
+    return compress(values, map(operator.is_, map(type, values), repeat(kind)))
+
+
+def _in_range(values: list[Any], types: set[type]) -> bool:
+    """Whether the values' ints fit in 64 bits and none of their floats is infinite, by whole-column scans."""
+    if int in types:
+        ints = list(_of_type(values, int))
+        if min(ints) < INT64_MIN or max(ints) > INT64_MAX:
+            return False
+    return float not in types or not any(map(math.isinf, _of_type(values, float)))
 
 
 def _check(
@@ -80,31 +111,25 @@ def _check(
 ) -> set[type]:
     """EncodingError naming the first row whose value `accepted` refuses; else the values' exact types.
 
-    When every value's exact type is in `fast_types` (the common case) no per-value call is made.
+    When every value's exact type is in `fast_types` (the common case) and the ints and floats among
+    them are in range, no per-value call is made.
     """
     types = set(map(type, values))
-    if types <= fast_types:
+    if types <= fast_types and _in_range(values, types):
         return types
     valid = list(map(accepted, values))
     if not all(valid):
         row = valid.index(False)
         raise EncodingError(
-            f"field {field.source!r} needs {expected}, got {values[row]!r}", field=field.source, row=row
+            f"field {field.source!r} needs {expected}, got {values[row]!r:.80}", field=field.source, row=row
         )
     return types
 
 
 def _numbers(field: FieldSchema, values: list[Any]) -> np.ndarray:
     """Raw values as float64, missing as NaN; a non-number or an infinity is an EncodingError."""
-    _check(field, values, _is_number_or_missing, "a number", _NUMBER_TYPES)
-    numbers = np.asarray(values, dtype=np.float64)  # None -> NaN
-    infinite = np.flatnonzero(np.isinf(numbers))
-    if infinite.size:
-        row = int(infinite[0])
-        raise EncodingError(
-            f"field {field.source!r} needs a finite number, got {values[row]!r}", field=field.source, row=row
-        )
-    return numbers
+    _check(field, values, _is_number_or_missing, NEEDS_NUMBER, _NUMBER_OR_MISSING)
+    return np.asarray(values, dtype=np.float64)  # None -> NaN
 
 
 def _canonical(key: Any) -> str:
@@ -125,9 +150,47 @@ def _numeric_alias(key: str) -> int | float | None:
     return int(number) if number.is_integer() else number
 
 
-def _bucket_label(boundary: float) -> str:
-    """The vocabulary key of a bucket: its boundary, integral boundaries without '.0'."""
-    return _canonical(boundary)
+def _dense(field: FieldSchema, values: list[Any]) -> np.ndarray:
+    """A DENSE field's raw numbers after its clipping and transform, as float64; missing as NaN."""
+    numbers = _numbers(field, values)
+    transform = field.transform
+    if transform.clips:
+        numbers = np.clip(numbers, transform.clip_min, transform.clip_max)  # NaN stays NaN
+    if transform.kind is TransformKind.LOG1P:
+        numbers = np.sign(numbers) * np.log1p(np.abs(numbers))
+    return numbers
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def fnv1a_64(keys: Sequence[str]) -> np.ndarray:
+    """FNV-1a 64-bit hashes (uint64) of strings' UTF-8 bytes: vectorised over the strings, looping over byte
+    positions only."""
+    encoded = np.char.encode(np.asarray(keys, dtype=str), "utf-8")  # (N,) null-padded bytes
+    lengths = np.char.str_len(encoded)
+    width = encoded.dtype.itemsize
+    data = encoded.view(np.uint8).reshape(len(encoded), width)  # (N, W)
+    hashes = np.full(len(encoded), _FNV_OFFSET, dtype=np.uint64)
+    for position in range(width):
+        active = lengths > position
+        hashes[active] = (hashes[active] ^ data[active, position]) * _FNV_PRIME  # uint64 arithmetic wraps
+    return hashes
+
+
+def _hashed(field: FieldSchema, values: list[Any]) -> np.ndarray:
+    """A HASH field's indices: 1 + hash of the canonical key modulo the buckets; 0 where missing."""
+    types = _check(field, values, _is_scalar_or_missing, NEEDS_SCALAR, _SCALAR_OR_MISSING)
+    if types <= {str, int}:  # the usual cases, with no Python call per value
+        keys, present = list(map(str, values)), None
+    else:
+        present = np.fromiter(map(_is_present, values), dtype=bool, count=len(values))
+        keys = [_canonical(v) if p else "" for v, p in zip(values, present, strict=True)]
+    indices = (fnv1a_64(keys) % np.uint64(field.transform.buckets)).astype(np.int64) + 1
+    if present is not None:
+        indices[~present] = OOV_INDEX
+    return indices
 
 
 def _buckets(field: FieldSchema, values: list[Any]) -> np.ndarray:
@@ -150,9 +213,9 @@ def _keys(field: FieldSchema, values: list[Any]) -> list[Any]:
     """Lookup keys of a SPARSE field's raw values after its transform; None where missing."""
     transform = field.transform
     if transform.kind is TransformKind.BUCKETIZE:
-        labels = np.array([*map(_bucket_label, transform.boundaries), None], dtype=object)
+        labels = np.array([*map(_canonical, transform.boundaries), None], dtype=object)
         return labels[_buckets(field, values)].tolist()  # type: ignore[no-any-return]
-    types = _check(field, values, _is_scalar_or_missing, "a string or a number", _SCALAR_TYPES)
+    types = _check(field, values, _is_scalar_or_missing, NEEDS_SCALAR, _SCALAR_OR_MISSING)
     if transform.kind is TransformKind.PREFIX:
         if types == {str}:  # the usual case: a slice of each, with no Python call per value
             return list(map(operator.itemgetter(slice(transform.length)), values))
@@ -164,19 +227,17 @@ def _tokens(field: FieldSchema, values: list[Any]) -> Sequence[Sequence[Any]]:
     """Tokens of a SEQUENCE field's raw values: a string is split, a list taken as is, missing is empty."""
     separator = field.transform.separator
     types = set(map(type, values))
-    if types <= _LIST_TYPES:  # the usual cases first, with no call per value: all lists, or all strings
-        return values
-    if types == {str}:
-        tokens = list(map(str.split, values, repeat(separator)))
-        if "" not in chain.from_iterable(tokens):
-            return tokens
-    _check(
-        field,
-        values,
-        _is_sequence_or_missing,
-        f"a list or a {field.transform.separator!r}-separated string",
-        _SEQUENCE_TYPES,
-    )
+    if types <= _LISTS:  # the usual cases first, checked by whole-column scans: all lists, or all strings
+        tokens = list(chain.from_iterable(values))
+        token_types = set(map(type, tokens))
+        if token_types <= _TOKEN_TYPES and _in_range(tokens, token_types):
+            return values
+    elif types == {str}:
+        split_values = list(map(str.split, values, repeat(separator)))
+        if "" not in chain.from_iterable(split_values):
+            return split_values
+    needs = f"a list of strings or integers within 64 bits, or a {separator!r}-separated string"
+    _check(field, values, _is_sequence_or_missing, needs, _STRING_OR_MISSING)
 
     def split(value: Any) -> Sequence[Any]:
         if isinstance(value, str):
@@ -233,7 +294,7 @@ class FeatureEncoder:
         # BUCKETIZE fields: bucket -> vocabulary index, the last entry (bucket -1) OOV
         self._bucket_indices = {
             f.name: np.array(
-                [*(self._tables[f.name].get(_bucket_label(b), OOV_INDEX) for b in f.transform.boundaries), OOV_INDEX],
+                [*(self._tables[f.name].get(_canonical(b), OOV_INDEX) for b in f.transform.boundaries), OOV_INDEX],
                 dtype=np.int64,
             )
             for f in schema.fields.values()
@@ -254,11 +315,13 @@ class FeatureEncoder:
             fields: names of the fields to encode; all of them if None.
 
         Returns:
-            The encoded batch. Raises EncodingError naming the field (and row, where known).
+            The encoded batch. Raises EncodingError naming the field (and row, where known); where several
+            fields are at fault, its `problems` name each.
         """
         names = self.schema.field_names if fields is None else list(fields)
         features: dict[str, np.ndarray] = {}
         oov_rows: dict[str, int] = {}
+        problems: dict[str, EncodingError] = {}  # by source: fields reading one source see the same value
         for name in names:
             field = self.schema.fields[name]
             column = columns.get(field.source)
@@ -267,7 +330,14 @@ class FeatureEncoder:
                 raise EncodingError(
                     f"field {field.source!r} has {len(values)} values for {num_rows} rows", field=field.source
                 )
-            features[name], oov_rows[name] = self._encode_field(field, values)
+            try:
+                features[name], oov_rows[name] = self._encode_field(field, values)
+            except EncodingError as exc:
+                problems.setdefault(field.source, exc)
+        if len(problems) == 1:
+            raise next(iter(problems.values()))
+        if problems:
+            raise EncodingError("; ".join(map(str, problems.values())), problems=list(problems.values()))
         return EncodedBatch(features, oov_rows, num_rows)
 
     def encode_frame(self, frame: pd.DataFrame) -> EncodedBatch:
@@ -276,10 +346,13 @@ class FeatureEncoder:
 
     def _encode_field(self, field: FieldSchema, values: list[Any]) -> tuple[np.ndarray, int]:
         if field.feature_type is FeatureType.DENSE:
-            numbers = _numbers(field, values)
+            numbers = _dense(field, values)
             missing = np.isnan(numbers)
             scaled = np.where(missing, 0.0, (numbers - field.mean) / field.std).astype(np.float32)
             return scaled, int(missing.sum())
+        if field.is_hashed:
+            indices = _hashed(field, values)
+            return indices, _num_oov(indices)
         table = self._tables[field.name]
         if field.name in self._bucket_indices:
             indices = self._bucket_indices[field.name][_buckets(field, values)]
@@ -294,13 +367,9 @@ class FeatureEncoder:
     def _encode_sequence(field: FieldSchema, table: dict[Any, int], values: list[Any]) -> tuple[np.ndarray, int]:
         tokens = _tokens(field, values)
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        try:
-            flat = np.fromiter(
-                map(table.get, chain.from_iterable(tokens), repeat(OOV_INDEX)), dtype=np.int64, count=int(lengths.sum())
-            )
-        except TypeError:  # an unhashable token: name its row
-            _check(field, values, lambda v: all(map(_is_token, _tokens(field, [v])[0])), "a list of strings")
-            raise
+        flat = np.fromiter(
+            map(table.get, chain.from_iterable(tokens), repeat(OOV_INDEX)), dtype=np.int64, count=int(lengths.sum())
+        )
         max_length = field.max_length
         kept = np.minimum(lengths, max_length)
         filled = np.arange(max_length) < kept[:, None]  # (B, L): the slots of each row's first max_length tokens
@@ -312,36 +381,177 @@ class FeatureEncoder:
         return out, int((unknown | (lengths == 0)).sum())
 
 
-def fit_schema(schema: DatasetSchema, frame: pd.DataFrame, min_frequency: int = 1) -> DatasetSchema:
-    """Fit every field's encoding state on training data.
+@dataclass(frozen=True)
+class VocabularyLimits:
+    """Which values of a categorical field its fitted vocabulary keeps (FuxiCTR's `min_categr_count`,
+    NVTabular's `freq_threshold`, torchrec's capped tables).
+
+    Args:
+        min_frequency: values seen fewer times in training stay out (they encode to OOV).
+        max_size: keep at most this many values, the most frequent (0: no cap).
+    """
+
+    min_frequency: int
+    max_size: int
+
+
+class SchemaFitter:
+    """Fits a schema's encoding state on training rows that come in one or more chunks.
+
+    `update` counts a chunk (value counts per categorical field; count, mean and squared deviations per
+    dense field, merged as Chan et al. do); `fitted` ranks and cuts the merged counts. Fitting a file
+    chunk by chunk gives the vocabularies of fitting it whole.
+
+    Args:
+        schema: fields with their sources and transforms; vocabularies and statistics are ignored.
+        min_frequency: the vocabulary cut of fields that `limits` does not name.
+        limits: field name -> its own vocabulary cut.
+    """
+
+    def __init__(
+        self, schema: DatasetSchema, min_frequency: int = 1, limits: Mapping[str, VocabularyLimits] | None = None
+    ) -> None:
+        self.schema = schema
+        self._limits = {name: VocabularyLimits(min_frequency, 0) for name in schema.fields} | dict(limits or {})
+        unknown = sorted(set(self._limits) - set(schema.fields))
+        if unknown:
+            raise SchemaError(f"vocabulary limits for unknown fields {unknown}")
+        self._counts: dict[str, pd.Series] = {}
+        self._moments: dict[str, tuple[int, float, float]] = {}  # dense: (count, mean, sum of squared deviations)
+        self._raw: dict[str, dict[str, Any]] = {}  # field -> canonical key -> a raw value that gave it
+
+    def update(self, frame: pd.DataFrame) -> SchemaFitter:
+        """Count one chunk of training rows (one column per raw source); returns self."""
+        for field in self.schema.fields.values():
+            if field.source not in frame:
+                raise SchemaError(f"field {field.name!r} reads column {field.source!r}, which the data lacks")
+            values = frame[field.source].tolist()
+            self._add_raw(field, values)
+            if field.feature_type is FeatureType.DENSE:
+                self._add_moments(field.name, _dense(field, values))
+            elif field.is_hashed:
+                _hashed(field, values)  # checks the values; a hashed field has nothing to count
+            else:
+                sequence = field.feature_type is FeatureType.SEQUENCE
+                keys = list(chain.from_iterable(_tokens(field, values))) if sequence else _keys(field, values)
+                counts = _canonical_counts(keys)
+                previous = self._counts.get(field.name)
+                self._counts[field.name] = counts if previous is None else previous.add(counts, fill_value=0)
+        return self
+
+    def _add_raw(self, field: FieldSchema, values: list[Any]) -> None:
+        """Remember raw values, for examples: of a PREFIX field one per prefix (few), else the first present."""
+        raw = self._raw.setdefault(field.name, {})
+        if field.transform.kind is TransformKind.PREFIX:
+            keys = _keys(field, values)
+            for key, value in dict(zip(keys, values, strict=True)).items():
+                if key is not None:
+                    raw.setdefault(_canonical(key), value)
+        elif not raw:
+            empty = (isinstance(v, str | list | tuple) and not v for v in values)
+            first = next((v for v, e in zip(values, empty, strict=True) if _is_present(v) and not e), None)
+            if first is not None:
+                raw[""] = list(first) if isinstance(first, tuple | np.ndarray) else first
+
+    def _example(self, field: FieldSchema, vocabulary: tuple[str, ...] | None) -> Any:
+        """A raw value of the field: one giving its most frequent key (PREFIX), or the first one seen."""
+        raw = self._raw.get(field.name, {})
+        if field.transform.kind is TransformKind.PREFIX:
+            return raw.get(vocabulary[0]) if vocabulary else None
+        return _plain(raw.get(""))
+
+    def _add_moments(self, name: str, numbers: np.ndarray) -> None:
+        present = numbers[~np.isnan(numbers)]
+        if not present.size:
+            return
+        count, mean, squares = self._moments.get(name, (0, 0.0, 0.0))
+        chunk_mean = float(present.mean())
+        chunk_squares = float(((present - chunk_mean) ** 2).sum())
+        total = count + present.size
+        delta = chunk_mean - mean
+        self._moments[name] = (
+            total,
+            mean + delta * present.size / total,
+            squares + chunk_squares + delta**2 * count * present.size / total,
+        )
+
+    def fitted(self) -> DatasetSchema:
+        """The schema with vocabularies (most frequent first, ties by value), vocabulary sizes, bucket counts
+        and dense means and stds filled in."""
+        fitted: list[FieldSchema] = []
+        for field in self.schema.fields.values():
+            if field.feature_type is FeatureType.DENSE:
+                count, mean, squares = self._moments.get(field.name, (0, 0.0, 0.0))
+                std = math.sqrt(squares / count) if count else 0.0
+                done = replace(field, mean=mean, std=std if std > 0 else 1.0)
+            elif field.is_hashed:
+                done = replace(field, vocabulary_size=field.transform.buckets + 1)
+            else:
+                vocabulary = _ranked(self._counts.get(field.name, pd.Series(dtype=np.int64)), self._limits[field.name])
+                done = replace(field, vocabulary=vocabulary, vocabulary_size=len(vocabulary) + 1)
+            fitted.append(replace(done, example=self._example(field, done.vocabulary)))
+        return self.schema.with_fields(fitted)
+
+
+def _plain(value: Any) -> Any:
+    """A raw value as JSON holds it: numpy scalars as Python numbers, tuples as lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _canonical_counts(keys: list[Any]) -> pd.Series:
+    """Occurrences of each present key, indexed by canonical form (196, 196.0 and "196" count as "196")."""
+    counts = pd.Series(keys, dtype=object).value_counts(dropna=True, sort=False)
+    canonical = pd.Index(list(map(_canonical, counts.index)), dtype=object)  # one call per distinct key
+    return counts.groupby(canonical, sort=False).sum().astype(np.int64)
+
+
+def _ranked(counts: pd.Series, limits: VocabularyLimits) -> tuple[str, ...]:
+    """The kept keys of `counts`: most frequent first, ties in ascending order of the key."""
+    keys = counts.index.to_numpy(dtype=object)
+    frequencies = counts.to_numpy(dtype=np.int64)
+    order = np.lexsort((keys, -frequencies))
+    kept = order[frequencies[order] >= limits.min_frequency]
+    if limits.max_size > 0:
+        kept = kept[: limits.max_size]
+    return tuple(keys[kept].tolist())
+
+
+def fit_schema(
+    schema: DatasetSchema,
+    frame: pd.DataFrame,
+    min_frequency: int = 1,
+    limits: Mapping[str, VocabularyLimits] | None = None,
+) -> DatasetSchema:
+    """Fit every field's encoding state on training data (`SchemaFitter` over one chunk).
 
     Args:
         schema: fields with their sources and transforms; vocabularies and statistics are ignored.
         frame: training rows, one column per raw source.
         min_frequency: values seen fewer times than this stay out of the vocabulary (they map to OOV).
+        limits: per-field vocabulary cuts that replace `min_frequency` for the fields they name.
 
     Returns:
         The schema with vocabularies (most frequent first, ties by value), vocabulary sizes, and
         dense means and stds filled in.
     """
-    fitted: list[FieldSchema] = []
-    for field in schema.fields.values():
-        if field.source not in frame:
-            raise SchemaError(f"field {field.name!r} reads column {field.source!r}, which the data lacks")
-        values = frame[field.source].tolist()
-        if field.feature_type is FeatureType.DENSE:
-            present = _numbers(field, values)
-            present = present[~np.isnan(present)]
-            std = float(present.std()) if present.size else 0.0
-            mean = float(present.mean()) if present.size else 0.0
-            fitted.append(replace(field, mean=mean, std=std if std > 0 else 1.0))
-            continue
-        if field.feature_type is FeatureType.SEQUENCE:
-            keys: Iterable[Any] = chain.from_iterable(_tokens(field, values))
-        else:
-            keys = _keys(field, values)
-        counts = Counter(map(_canonical, filter(_is_present, keys)))
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        vocabulary = tuple(map(operator.itemgetter(0), (kv for kv in ranked if kv[1] >= min_frequency)))
-        fitted.append(replace(field, vocabulary=vocabulary, vocabulary_size=len(vocabulary) + 1))
-    return schema.with_fields(fitted)
+    return SchemaFitter(schema, min_frequency, limits).update(frame).fitted()
+
+
+_INT64_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
+_FINITE_SCHEMA: dict[str, Any] = {"type": "number", "description": "finite"}
+
+
+def raw_value_schema(field: FieldSchema) -> dict[str, Any]:
+    """The JSON Schema of the raw values this module accepts for a field (see the module docstring), for
+    documents such as the service's OpenAPI; null is a missing value."""
+    if field.feature_type is FeatureType.DENSE or field.transform.kind is TransformKind.BUCKETIZE:
+        return {"anyOf": [_INT64_SCHEMA, _FINITE_SCHEMA, {"type": "null"}]}
+    if field.feature_type is FeatureType.SEQUENCE:
+        tokens = {"type": "array", "items": {"anyOf": [{"type": "string"}, _INT64_SCHEMA]}}
+        separated = {"type": "string", "description": f"values separated by {field.transform.separator!r}"}
+        return {"anyOf": [tokens, separated, {"type": "null"}]}
+    return {"anyOf": [{"type": "string"}, _INT64_SCHEMA, _FINITE_SCHEMA, {"type": "null"}]}

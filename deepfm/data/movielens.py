@@ -1,8 +1,17 @@
-"""MovieLens-100K (Harper & Konstan, ACM TiiS 2015) in GroupLens's own format, as CTR datasets.
+"""The MovieLens family (Harper & Konstan, ACM TiiS 2015) in GroupLens's own formats, as CTR datasets.
 
-Fields: user_id, movie_id, gender, age (bucketed), occupation, zip_prefix (first 3 characters of
-zip_code) and genres (a sequence). Label: rating >= `label_threshold`. Encoders are fitted on the
-training split only. Two protocols:
+The layout is told by the files in the folder:
+
+    layout   files                                          datasets         fields
+    ml-100k  u.data, u.user, u.item, u.genre                ml-100k          all seven
+    ml-1m    ratings.dat, users.dat, movies.dat (`::`)      ml-1m            all seven
+    ml-10m   ratings.dat, movies.dat (`::`)                 ml-10m           user_id, movie_id, genres
+    ml-20m   ratings.csv, movies.csv                        ml-20m/25m/32m   user_id, movie_id, genres
+
+The seven fields: user_id, movie_id, gender, age (bucketed; ML-1M's age codes are the bucket starts),
+occupation (a name in ML-100K, a code in ML-1M), zip_prefix (first 3 characters of zip_code) and genres
+(a sequence; ML-20M's "(no genres listed)" is an empty one). Label: rating >= `label_threshold`. Encoders
+are fitted on the training split only. Two protocols:
 
 - leave_one_out: per user by timestamp, the last rating is the test query and the second-to-last
   the validation query (users with fewer than 3 ratings train only). Training rows are every train
@@ -21,42 +30,53 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepfm.config import DataConfig
+from deepfm.config import MovieLensConfig
 from deepfm.data.dataset import CTRDataset, ResampledDataset, to_tensors
 from deepfm.data.encoding import FeatureEncoder, fit_schema
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind, embedding_dim_for
 from deepfm.errors import ConfigError, DataError
 
 DOWNLOAD_HINT = (
-    "download ml-100k.zip from https://grouplens.org/datasets/movielens/100k/, unzip it, and point "
-    "data.data_dir (or the DEEPFM_DATA_DIR environment variable) at the ml-100k folder"
+    "download a MovieLens zip (ml-100k.zip from https://grouplens.org/datasets/movielens/100k/, or ml-1m, "
+    "ml-10m, ml-20m, ml-25m, ml-32m from https://grouplens.org/datasets/movielens/), unzip it, and point "
+    "data.path (or the DEEPFM_DATA_DIR environment variable, or --data) at its folder"
 )
 AGE_BOUNDARIES = (1, 18, 25, 35, 45, 50, 56)
 USER_COLUMNS = ["user_id", "age", "gender", "occupation", "zip_code"]
-MOVIE_COLUMNS = ["movie_id", "genres"]
+RATING_COLUMNS = ["user_id", "movie_id", "rating", "timestamp"]
 LABEL = "label"
 PROTOCOLS = ("leave_one_out", "random_split")
+LAYOUTS = ("ml-100k", "ml-1m", "ml-10m", "ml-20m")
+NO_GENRES = "(no genres listed)"  # ML-20M and later
 
 
-def movielens_schema(genres_max_length: int = 6) -> DatasetSchema:
-    """The unfitted MovieLens schema: fields, sources and transforms (dims are set after fitting)."""
+def movielens_schema(genres_max_length: int = 6, user_attributes: bool = True) -> DatasetSchema:
+    """The unfitted MovieLens schema: fields, sources and transforms (dims are set after fitting).
+
+    Args:
+        genres_max_length: genre tokens kept per movie.
+        user_attributes: whether the layout has gender, age, occupation and zip code (ML-100K, ML-1M).
+    """
     user, item = "user", "item"
+    attributes = [
+        FieldSchema("gender", FeatureType.SPARSE, group=user),
+        FieldSchema(
+            "age", FeatureType.SPARSE, group=user, transform=Transform(TransformKind.BUCKETIZE, AGE_BOUNDARIES)
+        ),
+        FieldSchema("occupation", FeatureType.SPARSE, group=user),
+        FieldSchema(
+            "zip_prefix",
+            FeatureType.SPARSE,
+            group=user,
+            source="zip_code",
+            transform=Transform(TransformKind.PREFIX, length=3),
+        ),
+    ]
     return DatasetSchema(
         [
             FieldSchema("user_id", FeatureType.SPARSE, group=user),
             FieldSchema("movie_id", FeatureType.SPARSE, group=item),
-            FieldSchema("gender", FeatureType.SPARSE, group=user),
-            FieldSchema(
-                "age", FeatureType.SPARSE, group=user, transform=Transform(TransformKind.BUCKETIZE, AGE_BOUNDARIES)
-            ),
-            FieldSchema("occupation", FeatureType.SPARSE, group=user),
-            FieldSchema(
-                "zip_prefix",
-                FeatureType.SPARSE,
-                group=user,
-                source="zip_code",
-                transform=Transform(TransformKind.PREFIX, length=3),
-            ),
+            *(attributes if user_attributes else []),
             FieldSchema(
                 "genres",
                 FeatureType.SEQUENCE,
@@ -75,8 +95,14 @@ class MovieLensTables:
     """The raw tables: ratings (user_id, movie_id, rating, timestamp), users and movies by id."""
 
     ratings: pd.DataFrame
-    users: pd.DataFrame  # USER_COLUMNS, one row per user
-    movies: pd.DataFrame  # MOVIE_COLUMNS, genres as lists of names
+    users: pd.DataFrame  # USER_COLUMNS (ml-100k, ml-1m) or user_id alone, one row per user
+    movies: pd.DataFrame  # movie_id, genres as lists of names; every rated movie has a row
+    layout: str = "ml-100k"  # one of LAYOUTS
+
+    @property
+    def has_user_attributes(self) -> bool:
+        """Whether users have gender, age, occupation and zip code."""
+        return "gender" in self.users
 
 
 def _file(data_dir: Path, name: str) -> Path:
@@ -86,54 +112,122 @@ def _file(data_dir: Path, name: str) -> Path:
     return path
 
 
-def read_movielens(data_dir: str | Path) -> MovieLensTables:
-    """Read u.data, u.user, u.item and u.genre from a GroupLens ml-100k folder."""
+def detect_layout(data_dir: str | Path) -> str:
+    """Which GroupLens layout a folder holds (see the module docstring); DataError if none."""
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"MovieLens directory {root} not found: {DOWNLOAD_HINT}")
+    if any((root / name).exists() for name in ("u.data", "u.user", "u.item", "u.genre")):
+        return "ml-100k"
+    if (root / "ratings.dat").is_file():
+        return "ml-1m" if (root / "users.dat").is_file() else "ml-10m"
+    if (root / "ratings.csv").is_file():
+        return "ml-20m"
+    raise DataError(f"no MovieLens ratings file (u.data, ratings.dat or ratings.csv) in {root}: {DOWNLOAD_HINT}")
+
+
+def read_movielens(data_dir: str | Path) -> MovieLensTables:
+    """Read the ratings, users and movies of a GroupLens MovieLens folder of any layout."""
+    root = Path(data_dir)
+    layout = detect_layout(root)
     try:
-        ratings = pd.read_csv(
-            _file(root, "u.data"), sep="\t", names=["user_id", "movie_id", "rating", "timestamp"], dtype="int64"
-        )
-        users = pd.read_csv(
-            _file(root, "u.user"), sep="|", names=USER_COLUMNS, dtype={"zip_code": str}, keep_default_na=False
-        )
-        genre_names = pd.read_csv(_file(root, "u.genre"), sep="|", names=["genre", "index"])["genre"].tolist()
-        items = pd.read_csv(
-            _file(root, "u.item"),
-            sep="|",
-            names=["movie_id", "title", "release_date", "video_release_date", "url", *genre_names],
-            encoding="latin-1",
-        )
+        if layout == "ml-100k":
+            ratings, users, movies = _read_100k(root)
+        elif layout == "ml-20m":
+            ratings = pd.read_csv(_file(root, "ratings.csv"), header=0, names=RATING_COLUMNS)
+            movies = pd.read_csv(_file(root, "movies.csv"), header=0, usecols=[0, 2], names=["movie_id", "genres"])
+            users = None
+        else:
+            ratings = _read_double_colon(_file(root, "ratings.dat"))
+            movies = pd.read_csv(
+                _file(root, "movies.dat"), sep="::", engine="python", names=["movie_id", "title", "genres"],
+                encoding="latin-1",
+            )[["movie_id", "genres"]]  # fmt: skip
+            users = None
+            if layout == "ml-1m":
+                users = pd.read_csv(
+                    _file(root, "users.dat"), sep="::", engine="python",
+                    names=["user_id", "gender", "age", "occupation", "zip_code"], dtype={"zip_code": str},
+                )[USER_COLUMNS]  # fmt: skip
     except (ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"MovieLens files in {root} are malformed: {exc}") from exc
+    if layout != "ml-100k":
+        genres = movies["genres"].fillna("").astype(str).replace(NO_GENRES, "")
+        movies = pd.DataFrame({"movie_id": movies["movie_id"], "genres": genres.str.split("|").map(_non_empty)})
+    if users is None:
+        users = pd.DataFrame({"user_id": np.unique(ratings["user_id"].to_numpy())})
+    unlisted = np.setdiff1d(ratings["movie_id"].unique(), movies["movie_id"].to_numpy())
+    if unlisted.size:  # rated but not in the movies file: no genres
+        movies = pd.concat([movies, pd.DataFrame({"movie_id": unlisted, "genres": [[]] * unlisted.size})])
+    return MovieLensTables(ratings, users, movies.reset_index(drop=True), layout)
+
+
+def _non_empty(tokens: list[str]) -> list[str]:
+    return [token for token in tokens if token]
+
+
+def _read_double_colon(path: Path) -> pd.DataFrame:
+    """A `::`-separated ratings file, read by the C parser as `:`-separated with the empty columns skipped."""
+    names = ["user_id", "", "movie_id", " ", "rating", "  ", "timestamp"]  # the blanks: between the colons
+    frame = pd.read_csv(path, sep=":", header=None, names=names, usecols=RATING_COLUMNS)
+    if frame.isna().to_numpy().any():
+        raise DataError(f"MovieLens file {path} is malformed: missing values")
+    return frame.astype({"user_id": "int64", "movie_id": "int64", "timestamp": "int64"})
+
+
+def _read_100k(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """u.data, u.user, u.item and u.genre of a GroupLens ml-100k folder."""
+    ratings = pd.read_csv(_file(root, "u.data"), sep="\t", names=RATING_COLUMNS, dtype="int64")
+    users = pd.read_csv(
+        _file(root, "u.user"), sep="|", names=USER_COLUMNS, dtype={"zip_code": str}, keep_default_na=False
+    )
+    genre_names = pd.read_csv(_file(root, "u.genre"), sep="|", names=["genre", "index"])["genre"].tolist()
+    items = pd.read_csv(
+        _file(root, "u.item"),
+        sep="|",
+        names=["movie_id", "title", "release_date", "video_release_date", "url", *genre_names],
+        encoding="latin-1",
+    )
     flags = items[genre_names].to_numpy(dtype=bool)
     names = np.array(genre_names, dtype=object)
     movies = pd.DataFrame({"movie_id": items["movie_id"], "genres": [names[row].tolist() for row in flags]})
-    return MovieLensTables(ratings, users, movies)
+    return ratings, users, movies
 
 
 class MovieLensAdapter:
-    """Builds the fitted schema and the train/val/test datasets from MovieLens-100K.
+    """Builds the fitted schema and the train/val/test datasets from a MovieLens folder (a `DatasetSource`).
 
     Args:
         config: data settings (directory, protocol, sampling).
     """
 
-    def __init__(self, config: DataConfig) -> None:
+    def __init__(self, config: MovieLensConfig) -> None:
         if config.protocol not in PROTOCOLS:
             raise ConfigError(f"unknown data.protocol {config.protocol!r}, expected one of {PROTOCOLS}")
         self.config = config
-        self.tables = read_movielens(config.data_dir)
+        self.tables = read_movielens(config.path)
         if config.max_users > 0:
             ratings = self.tables.ratings
             self.tables = MovieLensTables(
                 ratings[ratings["user_id"] <= config.max_users].reset_index(drop=True),
                 self.tables.users,
                 self.tables.movies,
+                self.tables.layout,
             )
         self.splits: dict[str, pd.DataFrame] = {}
         """Split name -> its rows' raw (user_id, movie_id, label[, query, is_target]), in dataset order."""
+
+    @property
+    def name(self) -> str:
+        """The folder's name (e.g. ml-1m): how an artifact's metadata records the data."""
+        return Path(self.config.path).resolve().name
+
+    def raw_test(self, schema: DatasetSchema) -> CTRDataset:
+        """The test split encoded from raw rows with `schema` (e.g. an artifact's), as the service encodes.
+
+        Call after `build`.
+        """
+        return self.dataset(self.splits["test"], FeatureEncoder(schema))
 
     def build(self) -> tuple[DatasetSchema, CTRDataset, CTRDataset, CTRDataset]:
         """Split, fit the encoders on train, and encode: (schema, train, val, test)."""
@@ -144,7 +238,7 @@ class MovieLensAdapter:
             train, val, test = self._leave_one_out(ratings)
         else:
             train, val, test = self._random_split(ratings)
-        spec = movielens_schema(self.config.genres_max_length)
+        spec = movielens_schema(self.config.genres_max_length, self.tables.has_user_attributes)
         fitted = fit_schema(spec, self.raw_rows(train))
         self.schema = fitted.with_embedding_dims(
             {f.name: embedding_dim_for(f.vocabulary_size) for f in fitted.fields.values()}

@@ -45,6 +45,20 @@ class TransformKind(StrEnum):
     BUCKETIZE = "bucketize"  # the largest boundary not above the number; below the first -> OOV
     PREFIX = "prefix"  # the first `length` characters of the string
     SPLIT = "split"  # a multi-valued string split on `separator` (a list is taken as is)
+    LOG1P = "log1p"  # dense: sign(x) * log(1 + |x|), which is log1p(x) for x >= 0 and defined for every x
+    HASH = "hash"  # sparse: FNV-1a 64 of the value's canonical string, modulo `buckets`, plus 1
+
+
+# Parameters each transform kind takes, beside `kind`; identity and log1p also clip (dense fields).
+_CLIP = ("clip_min", "clip_max")
+TRANSFORM_PARAMETERS: dict[TransformKind, tuple[str, ...]] = {
+    TransformKind.IDENTITY: _CLIP,
+    TransformKind.BUCKETIZE: ("boundaries",),
+    TransformKind.PREFIX: ("length",),
+    TransformKind.SPLIT: ("separator",),
+    TransformKind.LOG1P: _CLIP,
+    TransformKind.HASH: ("buckets",),
+}
 
 
 @dataclass(frozen=True)
@@ -56,16 +70,39 @@ class Transform:
         boundaries: ascending bucket boundaries (BUCKETIZE).
         length: number of leading characters kept (PREFIX).
         separator: separator of a multi-valued string (SPLIT).
+        buckets: number of hash buckets (HASH); index 0 stays OOV for missing values.
+        clip_min: numbers below are raised to it before the transform (IDENTITY and LOG1P of dense fields).
+        clip_max: numbers above are lowered to it, likewise.
     """
 
     kind: TransformKind = TransformKind.IDENTITY
     boundaries: tuple[float, ...] = ()
     length: int = 0
     separator: str = "|"
+    buckets: int = 0
+    clip_min: float | None = None
+    clip_max: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", TransformKind(self.kind))
+        try:
+            object.__setattr__(self, "kind", TransformKind(self.kind))
+        except ValueError:
+            raise SchemaError(
+                f"unknown transform {self.kind!r}, expected one of {[k.value for k in TransformKind]}"
+            ) from None
         object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
+        for name in _CLIP:
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
+        self._validate_parameters()
+
+    def _validate_parameters(self) -> None:
+        if self.kind is TransformKind.HASH and self.buckets < 1:
+            raise SchemaError(f"hash transform needs buckets >= 1, got {self.buckets}")
+        if self.clips and self.kind not in (TransformKind.IDENTITY, TransformKind.LOG1P):
+            raise SchemaError(f"clip_min and clip_max go with the identity and log1p transforms, not {self.kind.value}")
+        if self.clip_min is not None and self.clip_max is not None and self.clip_min > self.clip_max:
+            raise SchemaError(f"clip_min {self.clip_min} is above clip_max {self.clip_max}")
         if self.kind is TransformKind.BUCKETIZE:
             if not self.boundaries:
                 raise SchemaError("bucketize transform needs at least one boundary")
@@ -76,29 +113,68 @@ class Transform:
         if self.kind is TransformKind.SPLIT and not self.separator:
             raise SchemaError("split transform needs a non-empty separator")
 
+    @property
+    def clips(self) -> bool:
+        """Whether numbers are clipped before the transform."""
+        return self.clip_min is not None or self.clip_max is not None
+
     def to_dict(self) -> dict[str, Any]:
-        """The transform as JSON-ready values; parameters the kind does not use are left out."""
+        """The transform as JSON-ready values; parameters the kind does not use (or unset clips) are left out."""
         out: dict[str, Any] = {"kind": self.kind.value}
-        if self.kind is TransformKind.BUCKETIZE:
-            out["boundaries"] = list(self.boundaries)
-        elif self.kind is TransformKind.PREFIX:
-            out["length"] = self.length
-        elif self.kind is TransformKind.SPLIT:
-            out["separator"] = self.separator
+        for name in TRANSFORM_PARAMETERS[self.kind]:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Transform:
-        """Inverse of `to_dict`."""
+    def from_dict(cls, data: Mapping[str, Any] | str) -> Transform:
+        """Inverse of `to_dict`; a bare kind name (`"log1p"`) stands for its defaults.
+
+        Raises:
+            SchemaError: an unknown kind, a parameter the kind does not take (named), or an invalid value.
+        """
+        if isinstance(data, str):
+            data = {"kind": data}
+        if not isinstance(data, Mapping) or "kind" not in data:
+            raise SchemaError(f"invalid transform {data!r}: needs a 'kind'")
         try:
-            return cls(
-                kind=TransformKind(data["kind"]),
-                boundaries=tuple(data.get("boundaries", ())),
-                length=int(data.get("length", 0)),
-                separator=str(data.get("separator", "|")),
+            kind = TransformKind(data["kind"])
+        except ValueError:
+            raise SchemaError(
+                f"unknown transform {data['kind']!r}, expected one of {[k.value for k in TransformKind]}"
+            ) from None
+        extra = sorted(set(data) - {"kind", *TRANSFORM_PARAMETERS[kind]})
+        if extra:
+            raise SchemaError(
+                f"transform {kind.value!r} takes no {extra}; it takes {list(TRANSFORM_PARAMETERS[kind]) or 'nothing'}"
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        try:
+            clips = {name: None if data.get(name) is None else _number(data[name]) for name in _CLIP}
+            return cls(
+                kind=kind,
+                boundaries=tuple(map(_number, data.get("boundaries", ()))),
+                length=_integer(data.get("length", 0)),
+                separator=str(data.get("separator", "|")),
+                buckets=_integer(data.get("buckets", 0)),
+                **clips,
+            )
+        except (ValueError, TypeError) as exc:
             raise SchemaError(f"invalid transform {dict(data)!r}: {exc}") from exc
+
+
+def _number(value: Any) -> float:
+    """A transform parameter as a float; booleans and strings are refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{value!r} is not a number")
+    return float(value)
+
+
+def _integer(value: Any) -> int:
+    """A transform parameter as an int; booleans, floats and strings are refused."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
 
 
 @dataclass(frozen=True)
@@ -118,6 +194,8 @@ class FieldSchema:
         vocabulary: fitted known values (as strings), in index order from 1; None if not fitted.
         mean: fitted mean of a dense field.
         std: fitted standard deviation of a dense field.
+        example: a raw value seen in training, as a client would send it (before the transform: a zip
+            code, not its prefix); None if not fitted. Documents the field (the service's examples).
     """
 
     name: str
@@ -132,6 +210,7 @@ class FieldSchema:
     vocabulary: tuple[str, ...] | None = field(default=None, repr=False)
     mean: float = 0.0
     std: float = 1.0
+    example: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_type", FeatureType(self.feature_type))
@@ -165,9 +244,17 @@ class FieldSchema:
                 raise SchemaError(f"{where}: max_length must be >= 1, got {self.max_length}")
             if self.combiner not in COMBINERS:
                 raise SchemaError(f"{where}: unknown combiner {self.combiner!r}, expected one of {COMBINERS}")
-        if self.feature_type is FeatureType.DENSE and self.transform.kind is not TransformKind.IDENTITY:
-            raise SchemaError(f"{where}: a dense field takes only the identity transform")
-        if (self.transform.kind is TransformKind.SPLIT) != (self.feature_type is FeatureType.SEQUENCE):
+        kind = self.transform.kind
+        if self.feature_type is FeatureType.DENSE and kind not in (TransformKind.IDENTITY, TransformKind.LOG1P):
+            raise SchemaError(f"{where}: a dense field takes the identity or log1p transform, not {kind.value}")
+        if self.is_categorical and (kind is TransformKind.LOG1P or self.transform.clips):
+            raise SchemaError(f"{where}: log1p and clipping go with dense fields only")
+        if kind is TransformKind.HASH:
+            if self.feature_type is not FeatureType.SPARSE:
+                raise SchemaError(f"{where}: the hash transform goes with sparse fields only")
+            if self.vocabulary is not None:
+                raise SchemaError(f"{where}: a hashed field has no vocabulary")
+        if (kind is TransformKind.SPLIT) != (self.feature_type is FeatureType.SEQUENCE):
             raise SchemaError(f"{where}: the split transform goes with, and only with, sequence fields")
 
     @property
@@ -176,8 +263,15 @@ class FieldSchema:
         return self.feature_type is not FeatureType.DENSE
 
     @property
+    def is_hashed(self) -> bool:
+        """Whether values are hashed into buckets instead of looked up in a vocabulary."""
+        return self.transform.kind is TransformKind.HASH
+
+    @property
     def is_fitted(self) -> bool:
-        """Whether the encoding state (vocabulary for categorical fields) is present."""
+        """Whether the encoding state (vocabulary for categorical fields; buckets + OOV rows if hashed) is present."""
+        if self.is_hashed:
+            return self.vocabulary_size == self.transform.buckets + 1
         return not self.is_categorical or self.vocabulary is not None
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,11 +287,13 @@ class FieldSchema:
             "source": self.source,
             "transform": self.transform.to_dict(),
         }
-        if self.is_categorical:
+        if self.is_categorical and not self.is_hashed:
             out["vocabulary"] = None if self.vocabulary is None else list(self.vocabulary)
-        else:
+        elif not self.is_categorical:
             out["mean"] = self.mean
             out["std"] = self.std
+        if self.example is not None:
+            out["example"] = self.example
         return out
 
     @classmethod
@@ -218,6 +314,7 @@ class FieldSchema:
                 vocabulary=None if vocabulary is None else tuple(str(v) for v in vocabulary),
                 mean=float(data.get("mean", 0.0)),
                 std=float(data.get("std", 1.0)),
+                example=data.get("example"),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise SchemaError(f"invalid field {data.get('name', '?')!r}: {exc!r}") from exc

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from deepfm.config import AttentionConfig, DNNConfig, FeatureConfig
 from deepfm.data.schema import DatasetSchema
 from deepfm.models.base import CTRModel
 from deepfm.models.layers.attention import MultiHeadSelfAttention
@@ -41,16 +42,16 @@ class AttentionDeepFM(CTRModel):
         self,
         schema: DatasetSchema,
         *,
-        fm_embed_dim: int = 16,
-        dnn_hidden_units: Sequence[int] = (256, 128, 64),
-        dnn_activation: str = "relu",
-        dnn_dropout: float = 0.2,
-        dnn_use_batch_norm: bool = True,
-        attention_num_heads: int = 2,
-        attention_dim: int = 64,
-        attention_num_layers: int = 2,
-        attention_use_residual: bool = True,
-        attention_dropout: float = 0.0,
+        fm_embed_dim: int = FeatureConfig.fm_embed_dim,
+        dnn_hidden_units: Sequence[int] = DNNConfig.hidden_units,
+        dnn_activation: str = DNNConfig.activation,
+        dnn_dropout: float = DNNConfig.dropout,
+        dnn_use_batch_norm: bool = DNNConfig.use_batch_norm,
+        attention_num_heads: int = AttentionConfig.num_heads,
+        attention_dim: int = AttentionConfig.dim,
+        attention_num_layers: int = AttentionConfig.num_layers,
+        attention_use_residual: bool = AttentionConfig.use_residual,
+        attention_dropout: float = AttentionConfig.dropout,
     ) -> None:
         super().__init__(schema, fm_embed_dim)
         self.fm = FMInteraction()

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from deepfm.config import DNNConfig, FeatureConfig
 from deepfm.data.schema import DatasetSchema
 from deepfm.models.base import CTRModel
 from deepfm.models.layers.dnn import DNN
@@ -31,11 +32,11 @@ class DeepFM(CTRModel):
         self,
         schema: DatasetSchema,
         *,
-        fm_embed_dim: int = 16,
-        dnn_hidden_units: Sequence[int] = (256, 128, 64),
-        dnn_activation: str = "relu",
-        dnn_dropout: float = 0.2,
-        dnn_use_batch_norm: bool = True,
+        fm_embed_dim: int = FeatureConfig.fm_embed_dim,
+        dnn_hidden_units: Sequence[int] = DNNConfig.hidden_units,
+        dnn_activation: str = DNNConfig.activation,
+        dnn_dropout: float = DNNConfig.dropout,
+        dnn_use_batch_norm: bool = DNNConfig.use_batch_norm,
     ) -> None:
         super().__init__(schema, fm_embed_dim)
         self.fm = FMInteraction()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from deepfm.config import CINConfig, DNNConfig, FeatureConfig
 from deepfm.data.schema import DatasetSchema
 from deepfm.models.base import CTRModel
 from deepfm.models.layers.cin import CIN
@@ -34,13 +35,13 @@ class xDeepFM(CTRModel):  # noqa: N801  (the paper's name)
         self,
         schema: DatasetSchema,
         *,
-        fm_embed_dim: int = 16,
-        dnn_hidden_units: Sequence[int] = (256, 128, 64),
-        dnn_activation: str = "relu",
-        dnn_dropout: float = 0.2,
-        dnn_use_batch_norm: bool = True,
-        cin_layer_sizes: Sequence[int] = (128, 128),
-        cin_split_half: bool = True,
+        fm_embed_dim: int = FeatureConfig.fm_embed_dim,
+        dnn_hidden_units: Sequence[int] = DNNConfig.hidden_units,
+        dnn_activation: str = DNNConfig.activation,
+        dnn_dropout: float = DNNConfig.dropout,
+        dnn_use_batch_norm: bool = DNNConfig.use_batch_norm,
+        cin_layer_sizes: Sequence[int] = CINConfig.layer_sizes,
+        cin_split_half: bool = CINConfig.split_half,
     ) -> None:
         super().__init__(schema, fm_embed_dim)
         self.cin = CIN(schema.num_fields, fm_embed_dim, cin_layer_sizes, cin_split_half)

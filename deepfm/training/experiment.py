@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,11 @@ import torch
 from matplotlib.figure import Figure
 
 from deepfm.artifact import export_artifact
-from deepfm.config import ExperimentConfig
-from deepfm.data.encoding import FeatureEncoder
-from deepfm.data.movielens import MovieLensAdapter
+from deepfm.config import DataConfig, ExperimentConfig, TableConfig, portable
 from deepfm.data.schema import DatasetSchema
-from deepfm.models import CTRModel, build_model, model_hyperparameters
+from deepfm.data.source import open_source
+from deepfm.errors import ConfigError, RunError
+from deepfm.models import CTRModel, build_model
 from deepfm.training.trainer import History, Scorer, Trainer, evaluate, probabilities_of, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -33,10 +34,29 @@ METRICS_FILE = "metrics.json"
 
 
 def build_model_for(config: ExperimentConfig, schema: DatasetSchema) -> CTRModel:
-    """The config's model over `schema`, given only the hyperparameters that model takes."""
-    accepted = model_hyperparameters(config.model.name)
-    hyperparameters = {k: v for k, v in config.model.hyperparameters().items() if k in accepted}
-    return build_model(config.model.name, schema, fm_embed_dim=config.feature.fm_embed_dim, **hyperparameters)
+    """The config's model over `schema`."""
+    return build_model(
+        config.model.name, schema, fm_embed_dim=config.feature.fm_embed_dim, **config.model.hyperparameters()
+    )
+
+
+def protocol_of(data: DataConfig) -> str:
+    """How the data is split and evaluated, in a word (recorded with the metrics)."""
+    if isinstance(data, TableConfig):
+        return "time_split" if data.time_column else ("random_split" if data.path else "given_splits")
+    return data.protocol
+
+
+def _embedding_dims(config: ExperimentConfig, schema: DatasetSchema) -> DatasetSchema:
+    """`feature.embedding_dims` applied; a field whose dim a table declares too is a ConfigError."""
+    if isinstance(config.data, TableConfig):
+        both = sorted({f.name for f in config.data.fields if f.embedding_dim} & set(config.feature.embedding_dims))
+        if both:
+            raise ConfigError(f"embedding_dim of {both} set both in data.fields and in feature.embedding_dims")
+    unknown = sorted(set(config.feature.embedding_dims) - set(schema.fields))
+    if unknown:
+        raise ConfigError(f"feature.embedding_dims names unknown fields {unknown}; fields: {schema.field_names}")
+    return schema.with_embedding_dims(config.feature.embedding_dims)
 
 
 @dataclass
@@ -61,9 +81,10 @@ def train_experiment(config: ExperimentConfig, run_dir: str | Path | None = None
     started = time.perf_counter()
     seed_everything(config.training.seed)
     torch.set_num_threads(config.training.num_threads)
-    adapter = MovieLensAdapter(config.data)
-    schema, train, val, test = adapter.build()
-    schema = schema.with_embedding_dims(config.feature.embedding_dims)
+    source = open_source(config.data)
+    schema, train, val, test = source.build()
+    config = replace(config, data=source.config)  # a table's inferred fields, so that config.yaml holds them
+    schema = _embedding_dims(config, schema)
     model = build_model_for(config, schema)
     logger.info(
         "%s: %d parameters, %d train / %d val / %d test rows",
@@ -76,7 +97,8 @@ def train_experiment(config: ExperimentConfig, run_dir: str | Path | None = None
     metrics: dict[str, Any] = {
         "model": config.model.name,
         "seed": config.training.seed,
-        "protocol": config.data.protocol,
+        "protocol": protocol_of(config.data),
+        "data": source.name,
         "test": test_metrics,
         "val": {"auc": history.best_val_auc, "best_epoch": history.best_epoch},
         "num_parameters": sum(p.numel() for p in model.parameters()),
@@ -117,35 +139,53 @@ def plot_curves(history: History, path: Path, title: str) -> None:
 
 
 def load_run(run_dir: str | Path) -> RunResult:
-    """Rebuild the trained model of a run directory from its checkpoint."""
-    checkpoint = torch.load(Path(run_dir) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    config = ExperimentConfig.from_dict(checkpoint["config"])
-    schema = DatasetSchema.from_dict(checkpoint["schema"])
-    model = build_model_for(config, schema)
-    model.load_state_dict(checkpoint["state_dict"])
+    """Rebuild the trained model of a run directory from its checkpoint.
+
+    Raises:
+        RunError: the directory holds no readable checkpoint of `deepfm train`.
+    """
+    path = Path(run_dir) / CHECKPOINT_FILE
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        config = ExperimentConfig.from_dict(checkpoint["config"])
+        schema = DatasetSchema.from_dict(checkpoint["schema"])
+        model = build_model_for(config, schema)
+        model.load_state_dict(checkpoint["state_dict"])
+    except OSError as exc:
+        raise RunError(
+            f"{path}: cannot read ({exc.strerror}): is {run_dir} a run directory of `deepfm train`?"
+        ) from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as exc:
+        raise RunError(f"{path}: not a checkpoint of `deepfm train` ({type(exc).__name__}: {str(exc)[:200]})") from exc
     model.eval()
     history = History()
     return RunResult(Path(run_dir), config, schema, model, history, checkpoint["metrics"])
 
 
 def export_run(run: RunResult, store: str | Path, model_name: str | None = None) -> Path:
-    """Write a run's model as the next artifact version of `model_name` (default: the model's name)."""
+    """Write a run's model as the next artifact version of `model_name` (default: the model's name).
+
+    The metadata records the data by name or relative path (`deepfm.config.portable`), never as a path
+    of this machine; `deepfm evaluate --artifact ... --data PATH` points it at the data elsewhere.
+    """
+    recorded: dict[str, Any] = {
+        key: run.metrics[key] for key in ("test", "val", "protocol", "data") if key in run.metrics
+    }
     return export_artifact(
         run.model,
         run.schema,
         store,
         model_name or run.config.model.name,
-        config=run.config.to_dict(),
-        metrics={"test": run.metrics["test"], "val": run.metrics["val"], "protocol": run.metrics["protocol"]},
+        config=portable(run.config).to_dict(),
+        metrics=recorded,
     )
 
 
 def evaluate_scorer_on_raw_test(config: ExperimentConfig, schema: DatasetSchema, scorer: Scorer) -> dict[str, float]:
     """Test metrics of `scorer` on the config's test split, encoded from raw rows with `schema`.
 
-    This is the serving path: raw user and movie attributes through the artifact's own schema.
+    This is the serving path: raw columns through the artifact's own schema.
     """
-    adapter = MovieLensAdapter(config.data)
-    adapter.build()
-    test = adapter.dataset(adapter.splits["test"], FeatureEncoder(schema))
-    return evaluate(scorer, test, config.training.eval_batch_size)
+    source = open_source(config.data)
+    source.build()
+    return evaluate(scorer, source.raw_test(schema), config.training.eval_batch_size)

@@ -341,7 +341,10 @@ def test_sequence_of_integer_tokens_matches_string_vocabulary() -> None:
     encoder = FeatureEncoder(fit_schema(schema, pd.DataFrame({"tags": ["3,4", "4"]})))
 
     assert encoder.schema.fields["tags"].vocabulary == ("4", "3")
-    assert indices(encoder, "tags", [[3, 4], [4.0], "4,3"]) == [[2, 1], [1, 0], [1, 2]]
+    assert indices(encoder, "tags", [[3, 4], [4], "4,3"]) == [[2, 1], [1, 0], [1, 2]]
+    with pytest.raises(EncodingError, match="'tags' needs a list of strings or integers") as raised:
+        indices(encoder, "tags", [[3], [4.0]])  # a list holds ids: a float is no id
+    assert raised.value.row == 1
 
 
 # --- dense fields -----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from deepfm.config import DataConfig, ExperimentConfig
+from deepfm.config import MovieLensConfig
 from deepfm.data.dataset import CTRDataset, ResampledDataset
 from deepfm.data.movielens import AGE_BOUNDARIES, MovieLensAdapter, read_movielens
 from deepfm.data.schema import DatasetSchema, FeatureType, TransformKind
@@ -25,8 +25,8 @@ SMALL_USERS = 30
 SPLITS = ("train", "val", "test")
 
 
-def small_config(movielens_dir: Path, **changes: Any) -> DataConfig:
-    return replace(ExperimentConfig().data, data_dir=str(movielens_dir), max_users=SMALL_USERS, **changes)
+def small_config(movielens_dir: Path, **changes: Any) -> MovieLensConfig:
+    return replace(MovieLensConfig(), path=str(movielens_dir), max_users=SMALL_USERS, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -370,7 +370,7 @@ def test_missing_directory_says_how_to_download(tmp_path: Path) -> None:
     absent = tmp_path / "nowhere"
 
     with pytest.raises(DataError) as info:
-        MovieLensAdapter(DataConfig(data_dir=str(absent)))
+        MovieLensAdapter(MovieLensConfig(path=str(absent)))
 
     message = str(info.value)
     assert str(absent) in message
@@ -384,7 +384,7 @@ def test_missing_file_is_named(tmp_path: Path, movielens_dir: Path, missing: str
         if name != missing:
             (tmp_path / name).symlink_to(movielens_dir / name)
 
-    with pytest.raises(DataError, match=f"{missing} not found: download ml-100k.zip"):
+    with pytest.raises(DataError, match=f"{missing} not found: download a MovieLens zip"):
         read_movielens(tmp_path)
 
 

@@ -21,6 +21,7 @@ from deepfm.errors import DeepFMError, SchemaError
 
 SPARSE, DENSE, SEQUENCE = FeatureType.SPARSE, FeatureType.DENSE, FeatureType.SEQUENCE
 SPLIT = Transform(TransformKind.SPLIT, separator=",")
+HASH = Transform(TransformKind.HASH, buckets=8)
 
 
 @pytest.fixture
@@ -153,7 +154,12 @@ def test_from_json_refuses_bad_documents(text: str, message: str) -> None:
         ({"feature_type": SEQUENCE, "transform": SPLIT, "combiner": "median"}, "unknown combiner 'median'"),
         ({"feature_type": SEQUENCE, "transform": SPLIT, "max_length": 0}, "max_length must be >= 1"),
         ({"feature_type": DENSE, "std": 0.0}, "std must be > 0"),
-        ({"feature_type": DENSE, "transform": Transform(TransformKind.PREFIX, length=2)}, "identity transform"),
+        ({"feature_type": DENSE, "transform": Transform(TransformKind.PREFIX, length=2)}, "identity or log1p"),
+        ({"feature_type": DENSE, "transform": HASH}, "identity or log1p transform, not hash"),
+        ({"transform": Transform(TransformKind.LOG1P)}, "log1p and clipping go with dense fields only"),
+        ({"transform": Transform(clip_min=0.0)}, "log1p and clipping go with dense fields only"),
+        ({"feature_type": SEQUENCE, "transform": HASH}, "split transform|hash transform"),
+        ({"transform": HASH, "vocabulary_size": 3, "vocabulary": ("a", "b")}, "hashed field has no vocabulary"),
     ],
 )
 def test_invalid_field_raises_schema_error(kwargs: dict[str, Any], message: str) -> None:
@@ -174,6 +180,10 @@ def test_invalid_field_raises_schema_error(kwargs: dict[str, Any], message: str)
         ({"kind": TransformKind.BUCKETIZE, "boundaries": (5, 2)}, "strictly ascending"),
         ({"kind": TransformKind.PREFIX, "length": 0}, "length >= 1"),
         ({"kind": TransformKind.SPLIT, "separator": ""}, "non-empty separator"),
+        ({"kind": TransformKind.HASH}, "buckets >= 1"),
+        ({"kind": TransformKind.PREFIX, "length": 2, "clip_min": 0.0}, "go with the identity and log1p"),
+        ({"kind": TransformKind.LOG1P, "clip_min": 5.0, "clip_max": 1.0}, "clip_min 5.0 is above clip_max 1.0"),
+        ({"kind": "squash"}, "unknown transform 'squash'"),
     ],
 )
 def test_invalid_transform_raises_schema_error(kwargs: dict[str, Any], message: str) -> None:
@@ -256,3 +266,45 @@ def test_equality_compares_fields_and_label(fitted_schema: DatasetSchema) -> Non
 )
 def test_embedding_dim_for(vocabulary_size: int, dim: int) -> None:
     assert embedding_dim_for(vocabulary_size) == dim
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"kind": "hash", "bukets": 3}, r"transform 'hash' takes no \['bukets'\]; it takes \['buckets'\]"),
+        ({"kind": "log1p", "length": 3}, r"takes no \['length'\]"),
+        ({"kind": "hash", "buckets": 2.5}, "invalid transform"),
+        ({"kind": "hash", "buckets": True}, "invalid transform"),
+        ({"kind": "log1p", "clip_min": "0"}, "invalid transform"),
+        ({"boundaries": [1]}, "needs a 'kind'"),
+        ("bogus", "unknown transform 'bogus'"),
+    ],
+)
+def test_transform_from_dict_names_the_bad_key_or_value(data: Any, message: str) -> None:
+    with pytest.raises(SchemaError, match=message):
+        Transform.from_dict(data)
+
+
+def test_new_transforms_round_trip_with_only_their_parameters() -> None:
+    schema = DatasetSchema(
+        [
+            FieldSchema("ad_id", SPARSE, vocabulary_size=9, transform=HASH),
+            FieldSchema("price", DENSE, transform=Transform(TransformKind.LOG1P, clip_min=0.0)),
+            FieldSchema("age", DENSE, transform=Transform(clip_max=90)),
+        ]
+    )
+    data = json.loads(schema.to_json())
+
+    assert [f["transform"] for f in data["fields"]] == [
+        {"kind": "hash", "buckets": 8},
+        {"kind": "log1p", "clip_min": 0.0},
+        {"kind": "identity", "clip_max": 90.0},
+    ]
+    assert "vocabulary" not in data["fields"][0]
+    assert DatasetSchema.from_json(schema.to_json()) == schema
+    assert Transform.from_dict("log1p") == Transform(TransformKind.LOG1P)
+
+
+def test_a_hashed_field_is_fitted_once_it_has_a_row_per_bucket() -> None:
+    assert not FieldSchema("ad_id", SPARSE, transform=HASH).is_fitted
+    assert FieldSchema("ad_id", SPARSE, vocabulary_size=9, transform=HASH).is_fitted

@@ -6,13 +6,15 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from torch import nn
 
-from service.schemas import INSTANCE_EXAMPLE
+from tools.requests import MOVIELENS_INSTANCES
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "deploy"))
@@ -21,36 +23,7 @@ import loopback  # noqa: E402  (deploy/loopback.py, found through the path set j
 
 __all__ = ["REPO", "loopback"]
 
-INSTANCES: list[dict[str, Any]] = [
-    INSTANCE_EXAMPLE,
-    {
-        "user_id": 186,
-        "movie_id": 302,
-        "gender": "F",
-        "age": 39,
-        "occupation": "executive",
-        "zip_code": "00000",
-        "genres": ["Crime", "Film-Noir", "Mystery", "Thriller"],
-    },
-    {
-        "user_id": 22,
-        "movie_id": 377,
-        "gender": "M",
-        "age": 25,
-        "occupation": "writer",
-        "zip_code": "40206",
-        "genres": ["Children's", "Comedy"],
-    },
-    {  # unknown ids and values: scored through the OOV index
-        "user_id": 99999,
-        "movie_id": 99999,
-        "gender": "M",
-        "age": 70,
-        "occupation": "astronaut",
-        "zip_code": "99999",
-        "genres": ["Western"],
-    },
-]
+INSTANCES = MOVIELENS_INSTANCES
 BODY = {"instances": INSTANCES[:1]}
 
 
@@ -83,19 +56,27 @@ def build_synthetic_store(store: Path) -> Path:
     return store
 
 
-def export_next_version(store: Path, model_name: str = "deepfm", seed: int = 1) -> int:
+def export_next_version(
+    store: Path, model_name: str = "deepfm", seed: int = 1, wrap: Callable[[nn.Module], nn.Module] | None = None
+) -> int:
     """Roll out a new version the way the trainer does: a freshly initialised model over the
-    latest version's schema, exported by deepfm.artifact (atomic rename into the store)."""
+    latest version's schema, exported by deepfm.artifact (atomic rename into the store), recording
+    the latest version's metrics (as good a model as the last, for the promotion gate). `wrap` makes
+    another model of it (e.g. one of tools.faults)."""
     import torch
 
-    from deepfm.artifact import SCHEMA_FILE, export_artifact, list_versions
+    from deepfm.artifact import SCHEMA_FILE, export_artifact, list_versions, read_metadata
     from deepfm.data.schema import DatasetSchema
     from deepfm.models.registry import build_model
 
     latest = max(list_versions(store, model_name))
     schema = DatasetSchema.from_json((store / model_name / str(latest) / SCHEMA_FILE).read_text())
     torch.manual_seed(seed)
-    path = export_artifact(build_model(model_name, schema), schema, store, model_name, config={}, metrics={})
+    metrics = read_metadata(store / model_name / str(latest)).get("metrics", {})
+    model = build_model(model_name, schema)
+    path = export_artifact(
+        model if wrap is None else wrap(model), schema, store, model_name, config={}, metrics=metrics
+    )
     return int(path.name)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 from deploy_support import BODY, INSTANCES, REPO, Load, export_next_version, loopback, upstreams
+
+from deepfm.artifact import SCHEMA_FILE
+from deepfm.data.schema import DatasetSchema
+from tools.faults import NaNForOnePair
 
 
 def replica_logs(dep: loopback.Deployment) -> str:
@@ -178,6 +183,48 @@ def test_new_version_reaches_every_replica_within_the_poll_interval(deployment: 
     assert max(switched.values()) <= poll_s + 5, switched
     assert {o.version for o in outcomes} == {before, new_version}
     assert {o.version for o in outcomes[-20:]} == {new_version}
+
+
+def test_a_request_a_model_scores_nan_fails_alone_and_wedges_no_replica(tmp_path: Path, source_store: Path) -> None:
+    """A version that scores NaN for one user and movie (past the load-time probe) serves behind nginx:
+    that request gets 500 model_error from one replica, not retried on the other, and every other
+    request keeps being answered by both."""
+    store = Path(shutil.copytree(source_store, tmp_path / "models_store"))
+    nan_version = export_next_version(store, wrap=lambda model: NaNForOnePair(model, user_index=3, movie_index=5))
+    schema = DatasetSchema.from_json((store / "deepfm" / str(nan_version) / SCHEMA_FILE).read_text())
+    vocabulary = {name: schema.fields[name].vocabulary or () for name in ("user_id", "movie_id")}
+    poison = {**INSTANCES[0], "user_id": int(vocabulary["user_id"][2]), "movie_id": int(vocabulary["movie_id"][4])}
+    with (
+        loopback.deployment(tmp_path / "deployment", store=store) as dep,
+        Load(dep.url, clients=2, max_seconds=60, max_requests=5000) as load,
+        httpx.Client(base_url=dep.url, timeout=15) as client,
+    ):
+        load.wait_for(20, timeout=20)
+        answered_by = set()
+        for _ in range(10):
+            response = client.post("/predict", json={"instances": [INSTANCES[1], poison]})
+            assert response.status_code == 500, response.text
+            error = response.json()["error"]
+            assert error["code"] == "model_error" and f"'deepfm' version {nan_version}" in error["message"]
+            (replica,) = upstreams(response.headers["x-upstream"])  # answered once, never retried
+            answered_by.add(replica)
+        count = len(load.snapshot())
+        load.wait_for(count + 40, timeout=20)
+        assert answered_by == {r.address for r in dep.replicas.values()}  # both took a poisoned request
+        for replica in dep.replicas.values():
+            assert httpx.get(f"{replica.url}/health/ready", timeout=5).status_code == 200
+    outcomes = load.snapshot()
+    assert not load.failures(), load.failures()[:5]
+    assert {o.version for o in outcomes} == {nan_version}
+
+
+def test_nginx_answers_its_own_errors_as_json(deployment: loopback.Deployment) -> None:
+    with httpx.Client(base_url=deployment.url, timeout=10) as client:
+        response = client.post("/predict", content=b"x" * (9 << 20), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert response.headers["x-request-id"] in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])

@@ -419,7 +419,7 @@ def test_nginx_config_has_the_balancing_policy() -> None:
         r"keepalive \d+;",
         r"proxy_http_version 1\.1;",
         r'proxy_set_header Connection "";',
-        r"proxy_next_upstream error timeout http_502 http_503 non_idempotent;",
+        r"proxy_next_upstream error http_502 http_503 non_idempotent;",  # never on timeout, 500 or 504
         r"proxy_next_upstream_tries \d+;",
         r"proxy_connect_timeout \d+s;",
         r"proxy_read_timeout \d+s;",
@@ -427,6 +427,44 @@ def test_nginx_config_has_the_balancing_policy() -> None:
         r"add_header X-Upstream \$upstream_addr always;",
     ):
         assert re.search(directive, text), directive
+
+
+def test_the_scorers_deadline_ends_before_nginx_gives_up() -> None:
+    """A scorer answers 504 within its request deadline, before nginx's read timeout would cut it off."""
+    from service.settings import Settings
+
+    read_timeout = re.search(r"proxy_read_timeout (\d+)s;", loopback.NGINX_CONF.read_text())
+    assert read_timeout
+    deadline = Settings.model_fields["request_timeout_s"].default
+    for service in loopback.scorer_services(loopback.load_compose()):
+        env = loopback.compose_environment(loopback.load_compose()["services"][service])
+        deadline = float(env.get("DEEPFM_SERVE_REQUEST_TIMEOUT_S", deadline))
+        assert deadline < float(read_timeout.group(1)), service
+
+
+def test_the_platforms_wait_for_the_scorers_drain() -> None:
+    """SIGTERM ends a scorer within drain_timeout_s plus a second: compose and Kubernetes wait longer."""
+    from service.settings import Settings
+
+    drain = Settings.model_fields["drain_timeout_s"].default + 1
+    compose = loopback.load_compose()
+    for service in loopback.scorer_services(compose):
+        grace = re.fullmatch(r"(\d+)s", compose["services"][service]["stop_grace_period"])
+        assert grace and drain < int(grace.group(1)), service
+    (deployment,) = [d for d in yaml.safe_load_all((REPO / "k8s" / "deployment.yaml").read_text()) if d]
+    pod = deployment["spec"]["template"]["spec"]
+    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert drain + int(pre_stop[1]) < pod["terminationGracePeriodSeconds"]
+
+
+def test_nginx_answers_its_own_errors_in_the_json_error_shape() -> None:
+    text = loopback.NGINX_CONF.read_text()
+    for code in (400, 408, 413, 414, 500, 502, 503, 504):
+        assert re.search(rf"error_page {code} @error_{code};", text), code
+        body = re.search(rf"location @error_{code} {{[^}}]*return {code} '([^']*)';", text)
+        assert body, code
+        assert set(json.loads(body.group(1).replace("\\n", ""))["error"]) == {"code", "message", "details"}
 
 
 def test_nginx_loopback_rendering_changes_addresses_only() -> None:

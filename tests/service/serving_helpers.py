@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,26 +76,36 @@ def raw_frame(num_rows: int = 400, seed: int = 0) -> pd.DataFrame:
 
 
 def base_schema() -> DatasetSchema:
-    """The seven MovieLens-like fields, unfitted."""
-    sparse = FeatureType.SPARSE
+    """The seven MovieLens-like fields, unfitted, in a user and an item group."""
+    sparse, user, item = FeatureType.SPARSE, "user", "item"
     return DatasetSchema(
         [
-            FieldSchema("user_id", sparse, embedding_dim=8),
-            FieldSchema("movie_id", sparse, embedding_dim=8),
-            FieldSchema("gender", sparse, embedding_dim=4),
+            FieldSchema("user_id", sparse, embedding_dim=8, group=user),
+            FieldSchema("movie_id", sparse, embedding_dim=8, group=item),
+            FieldSchema("gender", sparse, embedding_dim=4, group=user),
             FieldSchema(
-                "age", sparse, embedding_dim=4, transform=Transform(TransformKind.BUCKETIZE, (1, 18, 25, 35, 45, 56))
+                "age",
+                sparse,
+                embedding_dim=4,
+                group=user,
+                transform=Transform(TransformKind.BUCKETIZE, (1, 18, 25, 35, 45, 56)),
             ),
-            FieldSchema("occupation", sparse, embedding_dim=4),
+            FieldSchema("occupation", sparse, embedding_dim=4, group=user),
             FieldSchema(
                 "zip_prefix",
                 sparse,
                 embedding_dim=4,
+                group=user,
                 source="zip_code",
                 transform=Transform(TransformKind.PREFIX, length=3),
             ),
             FieldSchema(
-                "genres", FeatureType.SEQUENCE, embedding_dim=4, max_length=3, transform=Transform(TransformKind.SPLIT)
+                "genres",
+                FeatureType.SEQUENCE,
+                embedding_dim=4,
+                group=item,
+                max_length=3,
+                transform=Transform(TransformKind.SPLIT),
             ),
         ]
     )
@@ -137,11 +147,22 @@ class Trained:
         with torch.no_grad():
             return torch.sigmoid((model or self.model)(to_tensors(encoded.features))).numpy()
 
-    def export(self, store: Path, model: nn.Module | None = None) -> Path:
-        """Export as the next version of MODEL_NAME in `store`."""
+    def export(self, store: Path, model: nn.Module | None = None, test_auc: float | None = None) -> Path:
+        """Export as the next version of MODEL_NAME in `store`, recording `test_auc` as its test metric if given."""
+        metrics: dict[str, Any] = {"auc": 0.75} if test_auc is None else {"test": {"auc": test_auc}}
         return export_artifact(
-            model or self.model, self.schema, store, MODEL_NAME, config={"model": MODEL_NAME}, metrics={"auc": 0.75}
+            model or self.model, self.schema, store, MODEL_NAME, config={"model": MODEL_NAME}, metrics=metrics
         )
+
+    def index_of(self, source: str, position: int) -> Any:
+        """The raw value of a request field whose vocabulary index is `position`."""
+        (field,) = [f for f in self.schema.fields.values() if f.source == source]
+        assert field.vocabulary is not None
+        return _raw(field.vocabulary[position - 1])
+
+
+def _raw(key: str) -> Any:
+    return int(key) if key.isdigit() else key
 
 
 def add_broken_version(store: Path, name: str = MODEL_NAME) -> int:
@@ -184,15 +205,18 @@ class Server:
 
 
 @contextmanager
-def run_server(log_dir: Path, env: dict[str, str], ready_timeout: float = 90) -> Iterator[Server]:
-    """Start `python -m service` with `env` (DEEPFM_SERVE_* settings) on a free port; wait until ready."""
+def run_server(
+    log_dir: Path, env: dict[str, str], ready_timeout: float = 90, prefix: Sequence[str] = ()
+) -> Iterator[Server]:
+    """Start `python -m service` with `env` (DEEPFM_SERVE_* settings) on a free port; wait until ready.
+    `prefix` runs it through another command (e.g. setpriv, as another user)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "PROMETHEUS_MULTIPROC_DIR"))}
     full_env.update({f"{ENV_PREFIX}PORT": str(port), f"{ENV_PREFIX}POLL_INTERVAL_S": "0", **env})
     log = log_dir / f"server-{port}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=full_env, stderr=sink, stdout=sink
+            [*prefix, sys.executable, "-m", "service"], cwd=REPO_ROOT, env=full_env, stderr=sink, stdout=sink
         )
     server = Server(process, f"http://127.0.0.1:{port}", log)
     try:

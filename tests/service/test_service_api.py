@@ -13,10 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from serving_helpers import MODEL_NAME, UNKNOWN_INSTANCES, MakeClient, Trained, metric
 
-from service.app import GC_THRESHOLDS, create_app
+from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema
+from service.app import create_app
+from service.inputs import KNOWN_VALUES_LISTED, RequestSpec
 from service.settings import Settings
 
 USER_FIELDS = ("user_id", "gender", "age", "occupation", "zip_code")
@@ -78,8 +81,8 @@ BAD_BODIES: list[tuple[str, bytes, int, str, list[tuple[int | None, str | None]]
     ("unknown request key", b'{"instances": [{"age": 3}], "foo": 1}', 422, "invalid_input", [(None, "foo")]),
     ("object value", b'{"instances": [{"gender": {"a": 1}}]}', 422, "invalid_input", [(0, "gender")]),
     ("boolean value", b'{"instances": [{"gender": true}]}', 422, "invalid_input", [(0, "gender")]),
-    ("nan", b'{"instances": [{"age": 3}, {"age": NaN}]}', 422, "invalid_input", [(1, "age")]),
-    ("infinity", b'{"instances": [{"age": -Infinity}]}', 422, "invalid_input", [(0, "age")]),
+    ("nan is not json", b'{"instances": [{"age": 3}, {"age": NaN}]}', 400, "malformed_json", []),
+    ("infinity is not json", b'{"instances": [{"age": -Infinity}]}', 400, "malformed_json", []),
     ("overflowing float", b'{"instances": [{"age": 1e400}]}', 422, "invalid_input", [(0, "age")]),
     ("huge integer", b'{"instances": [{"age": 1' + b"0" * 400 + b"}]}", 422, "invalid_input", [(0, "age")]),
     ("float in a list", b'{"instances": [{"genres": ["Drama", 1.5]}]}', 422, "invalid_input", [(0, "genres")]),
@@ -100,12 +103,44 @@ BAD_BODIES: list[tuple[str, bytes, int, str, list[tuple[int | None, str | None]]
     ),
     (
         "bad values in two fields",
-        b'{"instances": [{"age": 3, "gender": "F"}, {"age": NaN, "gender": false}]}',
+        b'{"instances": [{"age": 3, "gender": "F"}, {"age": "old", "gender": false}]}',
         422,
         "invalid_input",
         [(1, "age"), (1, "gender")],
     ),
-    ("nan in the context", b'{"context": {"age": NaN}, "instances": [{}]}', 422, "invalid_input", [(None, "age")]),
+    (
+        "infinity in the context",
+        b'{"context": {"age": 1e999}, "instances": [{}]}',
+        422,
+        "invalid_input",
+        [(None, "age")],
+    ),
+    (
+        "bad values in two context fields",
+        b'{"context": {"age": [1], "gender": true}, "instances": [{}]}',
+        422,
+        "invalid_input",
+        [(None, "age"), (None, "gender")],
+    ),
+    # lists holding integers where they do not belong (each was a 500 before the encoder judged alone)
+    ("int in a genre list", b'{"instances": [{"genres": [1]}]}', 200, "", []),
+    ("text and int in a genre list", b'{"instances": [{"genres": ["Comedy", 1]}]}', 200, "", []),
+    ("int list for an id", b'{"instances": [{"user_id": [1, 2]}]}', 422, "invalid_input", [(0, "user_id")]),
+    ("int list for a number", b'{"instances": [{"age": [24]}]}', 422, "invalid_input", [(0, "age")]),
+    ("int list for a text", b'{"instances": [{"zip_code": [85711]}]}', 422, "invalid_input", [(0, "zip_code")]),
+    (
+        "int list after a text",
+        b'{"instances": [{"gender": "F"}, {"gender": [1]}]}',
+        422,
+        "invalid_input",
+        [(1, "gender")],
+    ),
+    # the envelope is typed strictly
+    ("strict as text", b'{"instances": [{"age": 3}], "strict": "yes"}', 422, "invalid_input", [(None, "strict")]),
+    ("top_k as boolean", b'{"instances": [{"age": 3}], "top_k": true}', 422, "invalid_input", [(None, "top_k")]),
+    ("top_k as text", b'{"instances": [{"age": 3}], "top_k": "2"}', 422, "invalid_input", [(None, "top_k")]),
+    ("empty model name", b'{"instances": [{"age": 3}], "model": ""}', 422, "invalid_input", [(None, "model")]),
+    ("version as float", b'{"instances": [{"age": 3}], "version": 1.0}', 422, "invalid_input", [(None, "version")]),
     (
         "list for one value",
         b'{"instances": [{"age": 3}, {"occupation": ["a"]}]}',
@@ -160,11 +195,15 @@ def shared_client(tmp_path_factory: pytest.TempPathFactory, trained: Trained) ->
 @pytest.mark.parametrize(
     ("body", "status", "code", "where"), [b[1:] for b in BAD_BODIES], ids=[b[0] for b in BAD_BODIES]
 )
-def test_bad_input_is_a_4xx_naming_instance_and_field(
+def test_input_is_scored_or_a_4xx_naming_instance_and_field(
     shared_client: TestClient, body: bytes, status: int, code: str, where: list[tuple[int | None, str | None]]
 ) -> None:
     response = shared_client.post("/predict", content=body, headers={"content-type": "application/json"})
-    assert_error(response, status, code, *where)
+    if status == 200:  # a valid value the model does not know: scored as OOV
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == 1
+    else:
+        assert_error(response, status, code, *where)
 
 
 def test_batch_over_the_limit_is_refused(make_client: MakeClient, trained: Trained) -> None:
@@ -226,11 +265,28 @@ def test_schema_lists_request_fields_with_examples_that_score_as_known(client: T
     assert fields["zip_code"]["features"][0]["name"] == "zip_prefix"
     assert fields["zip_code"]["features"][0]["transform"] == {"kind": "prefix", "length": 3}
     assert (fields["genres"]["multi_valued"], fields["age"]["type"]) == (True, "numeric")
-    assert fields["gender"]["features"][0]["known_values"] == 2
+    assert fields["gender"]["features"][0] | {"transform": None} == {
+        "name": "gender", "feature_type": "sparse", "transform": None, "vocabulary_size": 2, "known_values": ["F", "M"]
+    }  # fmt: skip
+    assert len(fields["zip_code"]["example"]) == 5  # a raw zip code whose prefix is the most frequent one
+    assert fields["zip_code"]["example"][:3] == fields["zip_code"]["features"][0]["known_values"][0]
+    user_ids = fields["user_id"]["features"][0]
+    assert user_ids["known_values"] is not None and len(user_ids["known_values"]) == user_ids["vocabulary_size"] <= 100
     oov_before = sum(metric(client, "deepfm_oov_rows_total", model=MODEL_NAME, field=f) for f in fields)
     example = {name: field["example"] for name, field in fields.items()}
     assert client.post("/predict", json={"instances": [example]}).status_code == 200
     assert sum(metric(client, "deepfm_oov_rows_total", model=MODEL_NAME, field=f) for f in fields) == oov_before
+
+
+def test_schema_lists_known_values_of_small_vocabularies_only() -> None:
+    small, large = (
+        FieldSchema(name, FeatureType.SPARSE, vocabulary=tuple(map(str, range(n))), vocabulary_size=n + 1)
+        for name, n in (("small", KNOWN_VALUES_LISTED), ("large", KNOWN_VALUES_LISTED + 1))
+    )
+    spec = RequestSpec(DatasetSchema([small, large]))
+    infos = {name: field.info().features[0] for name, field in spec.fields.items()}
+    assert infos["small"].known_values == [str(i) for i in range(KNOWN_VALUES_LISTED)]
+    assert (infos["large"].known_values, infos["large"].vocabulary_size) == (None, KNOWN_VALUES_LISTED + 1)
 
 
 def test_models_lists_loaded_versions_and_metadata(client: TestClient) -> None:
@@ -260,7 +316,7 @@ def test_metrics_count_requests_by_route_and_status(client: TestClient, trained:
     assert metric(client, "deepfm_http_request_duration_seconds_count", route="/predict", status="200") == 1
     assert metric(client, "deepfm_http_requests_total", route="/health/ready") == 0
     assert metric(client, "deepfm_request_rows_sum", model=MODEL_NAME) == 5
-    assert metric(client, "deepfm_prediction_score_count", model=MODEL_NAME) == 5
+    assert metric(client, "deepfm_prediction_score_bucket_total", model=MODEL_NAME, le="+Inf") == 5
     assert metric(client, "deepfm_model_loads_total", model=MODEL_NAME, result="loaded") == 1
     assert metric(client, "deepfm_model_version_info", model=MODEL_NAME, version="1") == 1
 
@@ -274,13 +330,12 @@ def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
     assert client.get("/nope", headers={"X-Request-ID": "e-1"}).headers["X-Request-ID"] == "e-1"
 
 
-def test_lifespan_freezes_startup_objects_and_sets_gc_thresholds_until_shutdown(store: Path) -> None:
-    before = gc.get_threshold()
-    with TestClient(create_app(Settings(models_store=store, poll_interval_s=0))):
-        assert gc.get_threshold() == GC_THRESHOLDS
-        assert gc.get_freeze_count() > 0
-    assert gc.get_threshold() == before
-    assert gc.get_freeze_count() == 0
+def test_the_app_changes_nothing_process_wide(store: Path) -> None:
+    """Process knobs belong to the worker process (`service.main.worker_app`), not to an app a test builds."""
+    before = (gc.get_threshold(), gc.get_freeze_count(), torch.get_num_threads())
+    with TestClient(create_app(Settings(models_store=store, poll_interval_s=0, torch_threads=1))):
+        assert (gc.get_threshold(), gc.get_freeze_count(), torch.get_num_threads()) == before
+    assert (gc.get_threshold(), gc.get_freeze_count(), torch.get_num_threads()) == before
 
 
 def test_access_log_is_json_with_the_request_id(client: TestClient, trained: Trained, capsys: Any) -> None:
@@ -298,15 +353,46 @@ def test_access_log_is_json_with_the_request_id(client: TestClient, trained: Tra
     assert line["pid"] == os.getpid()
 
 
-def test_openapi_documents_the_predict_body_with_examples(client: TestClient) -> None:
+def test_openapi_documents_the_serving_models_fields_and_examples(client: TestClient, trained: Trained) -> None:
     document = client.get("/openapi.json").json()
     predict = document["paths"]["/predict"]["post"]
     body = predict["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
-    assert {"batch", "ranking"} <= set(body["examples"])
-    assert {"200", "400", "404", "413", "422"} <= set(predict["responses"])
-    assert "instances" in document["components"]["schemas"]["PredictRequest"]["properties"]
+    schemas = document["components"]["schemas"]
+    assert schemas["PredictRequest"]["properties"]["instances"]["items"] == {"$ref": "#/components/schemas/Instance"}
+    instance = schemas["Instance"]
+    assert list(instance["properties"]) == list(trained.schema.source_fields) and not instance["additionalProperties"]
+    assert {"type": "array"}.items() <= instance["properties"]["genres"]["anyOf"][0].items()
+    assert {"batch", "ranking", "model_version"} == set(body["examples"])
+    assert set(body["examples"]["ranking"]["value"]["context"]) == {
+        "user_id",
+        "gender",
+        "age",
+        "occupation",
+        "zip_code",
+    }
+    for name, example in body["examples"].items():  # every example is a request the model scores
+        response = client.post("/predict", json=example["value"])
+        assert response.status_code == 200, (name, response.text)
+    assert {"200", "400", "404", "413", "422", "500", "503", "504"} <= set(predict["responses"])
+    error_examples = [
+        example["value"]
+        for response in predict["responses"].values()
+        for example in response.get("content", {}).get("application/json", {}).get("examples", {}).values()
+    ]
+    codes = [example["error"]["code"] for example in error_examples]
+    assert len(codes) == len(set(codes)) >= 7  # one example per error, not one shared by every status
     assert client.get("/docs").status_code == 200
+
+
+def test_docs_and_redoc_are_served_from_the_package(client: TestClient) -> None:
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assert "cdn" not in html.lower() and "https://" not in html.split("<body>")[0], page
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert assets, page
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset
 
 
 def test_admin_reload_needs_the_configured_token(make_client: MakeClient) -> None:
@@ -317,4 +403,6 @@ def test_admin_reload_needs_the_configured_token(make_client: MakeClient) -> Non
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert_error(client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
     ok = client.post("/admin/reload", headers={"Authorization": f"Bearer {'x' * 20}"})
-    assert ok.json() == {"results": [{"model": MODEL_NAME, "previous_version": 1, "version": 1, "refused": []}]}
+    assert ok.json() == {
+        "results": [{"model": MODEL_NAME, "previous_version": 1, "version": 1, "refused": [], "held": []}]
+    }

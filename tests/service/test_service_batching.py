@@ -18,10 +18,11 @@ from torch import Tensor
 
 from deepfm.artifact import Artifact
 from deepfm.data.encoding import FeatureEncoder
+from deepfm.errors import EncodingError
 from service.batching import Batcher, _Job
-from service.errors import InvalidInputError, NotReadyError
+from service.errors import NotReadyError
 from service.inputs import RequestSpec
-from service.metrics import SCORE_BUCKETS, ServiceMetrics, observe_many
+from service.metrics import SCORE_BUCKETS, ServiceMetrics
 from service.scoring import LoadedModel, encode_rows
 
 MAX_ROWS = 8
@@ -69,7 +70,7 @@ def test_concurrent_callers_get_their_own_scores(
 
 def test_a_refused_value_fails_only_its_own_request(store: Path, trained: Trained) -> None:
     loaded = LoadedModel.load(store / "deepfm" / "1", MAX_ROWS)
-    batcher = Batcher(ServiceMetrics(), max_rows=64, max_wait_s=0.2, coalesce=True)
+    batcher = Batcher(ServiceMetrics(), max_rows=64, max_wait_s=0.2, coalesce=True, timeout_s=10)
     good = [loaded.spec.rows(trained.instances(3, start=i), None, strict=False) for i in range(3)]
     bad = loaded.spec.rows([{"age": 30}, {"age": "old"}], None, strict=False)
 
@@ -80,12 +81,12 @@ def test_a_refused_value_fails_only_its_own_request(store: Path, trained: Traine
     try:
         outcomes = asyncio.run(score_all())
     finally:
-        batcher.stop()
+        batcher.stop(timeout_s=10)
     for i, scores in enumerate(outcomes[:3]):
         np.testing.assert_allclose(scores, trained.eager_scores(trained.instances(3, start=i)), atol=1e-6, rtol=0)
     error = outcomes[3]
-    assert isinstance(error, InvalidInputError)
-    assert [(d.instance, d.field) for d in error.details] == [(1, "age")]
+    assert isinstance(error, EncodingError)
+    assert [(p.row, p.field) for p in error.problems] == [(1, "age")]
 
 
 def test_requests_queued_while_the_worker_yields_join_its_call(
@@ -94,7 +95,7 @@ def test_requests_queued_while_the_worker_yields_join_its_call(
     """With nothing waiting behind the first request, the worker yields the CPU once before the call;
     what the event loop queues meanwhile joins the call, and a lone request waits for nothing more."""
     loaded = LoadedModel.load(store / "deepfm" / "1", MAX_ROWS)
-    batcher = Batcher(ServiceMetrics(), max_rows=64, max_wait_s=0.0, coalesce=True)
+    batcher = Batcher(ServiceMetrics(), max_rows=64, max_wait_s=0.0, coalesce=True, timeout_s=10)
     loop = asyncio.new_event_loop()
     first, second = (
         _Job(loaded, loaded.spec.rows(trained.instances(2, i), None, strict=False), loop.create_future(), None)
@@ -117,13 +118,13 @@ def test_requests_queued_while_the_worker_yields_join_its_call(
 def test_a_stopped_worker_refuses_requests(store: Path, trained: Trained) -> None:
     """A request that reaches a stopped worker, or waits to be handed to one that stops, gets a 503."""
     loaded = LoadedModel.load(store / "deepfm" / "1", MAX_ROWS)
-    batcher = Batcher(ServiceMetrics(), max_rows=64, max_wait_s=0.0, coalesce=True)
+    batcher = Batcher(ServiceMetrics(), max_rows=64, max_wait_s=0.0, coalesce=True, timeout_s=10)
     rows = loaded.spec.rows(trained.instances(2), None, strict=False)
 
     async def stop_before_hand_over() -> list[Any]:
         waiting = asyncio.ensure_future(batcher.score(loaded, rows))
         await asyncio.sleep(0)  # the request waits in this event-loop step's outbox
-        batcher.stop()
+        batcher.stop(timeout_s=10)
         late = asyncio.ensure_future(batcher.score(loaded, rows))
         return await asyncio.wait_for(asyncio.gather(waiting, late, return_exceptions=True), timeout=10)
 
@@ -164,22 +165,22 @@ def test_merged_encoding_equals_encoding_each_row(trained: Trained) -> None:
     assert_same_encoding(trained, [(instances[:2], None), (movies, None), (instances[2:], None)])  # no context
 
 
-def test_observe_many_equals_observing_one_by_one() -> None:
-    registry = CollectorRegistry()
-    bulk = Histogram("bulk", "bulk", buckets=SCORE_BUCKETS, registry=registry)
-    single = Histogram("single", "single", buckets=SCORE_BUCKETS, registry=registry)
+def test_score_buckets_equal_a_histogram_observing_one_by_one() -> None:
+    metrics = ServiceMetrics()
+    reference = Histogram("reference", "reference", buckets=SCORE_BUCKETS, registry=CollectorRegistry())
     values = np.concatenate([np.random.default_rng(0).random(500), [0.0, 0.05, 0.5, 0.95, 1.0]]).astype(np.float32)
-    observe_many(bulk, values)
+    metrics.observe_scores("m", values)
     for value in values.tolist():
-        single.observe(value)
-    bulk_samples = [(s.name.replace("bulk", ""), s.labels, s.value) for s in bulk.collect()[0].samples]
-    single_samples = [(s.name.replace("single", ""), s.labels, s.value) for s in single.collect()[0].samples]
-    assert [s[:2] for s in bulk_samples] == [s[:2] for s in single_samples]
-    np.testing.assert_allclose(
-        [s[2] for s in bulk_samples if s[0] != "_created"],
-        [s[2] for s in single_samples if s[0] != "_created"],
-        rtol=1e-6,
-    )
+        reference.observe(value)
+    expected = {s.labels["le"]: s.value for s in reference.collect()[0].samples if s.name == "reference_bucket"}
+    got = {
+        s.labels["le"]: s.value
+        for s in metrics.score_buckets.collect()[0].samples
+        if s.name.endswith("_total") and s.labels["model"] == "m"
+    }
+    assert {le: count for le, count in expected.items() if count} == got
+    (total,) = [s.value for s in metrics.score_sum.collect()[0].samples if s.name.endswith("_total")]
+    assert total == pytest.approx(float(values.sum()), rel=1e-6)
 
 
 def test_no_coalescing_when_turned_off(make_client: MakeClient, trained: Trained, model_calls: list[int]) -> None:

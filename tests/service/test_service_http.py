@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import socket
+import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,8 +86,10 @@ def test_errors_over_http(http: httpx.Client, trained: Trained) -> None:
     )
     assert (malformed.status_code, malformed.json()["error"]["code"]) == (400, "malformed_json")
     nan = http.post("/predict", content=b'{"instances": [{"age": 1}, {"age": NaN}]}')
-    assert nan.status_code == 422
-    assert nan.json()["error"]["details"][0] | {"message": ""} == {"instance": 1, "field": "age", "message": ""}
+    assert (nan.status_code, nan.json()["error"]["code"]) == (400, "malformed_json")  # NaN is not JSON
+    text = http.post("/predict", json={"instances": [{"age": 1}, {"age": "old"}]})
+    assert text.status_code == 422
+    assert text.json()["error"]["details"][0] | {"message": ""} == {"instance": 1, "field": "age", "message": ""}
     huge = json.dumps({"instances": trained.instances(1) * 12_000}).encode()
     assert len(huge) > 1 << 20
     assert http.post("/predict", content=huge).status_code == 413
@@ -144,6 +151,100 @@ def test_hot_reload_under_load_fails_no_request(
     time.sleep(0.5)  # a few more polls: the refused version is not tried again
     assert total(http.get("/metrics").text, "deepfm_model_loads_total", result="refused") == refused == 1
     assert http.get("/models").json()["models"][0]["refused_versions"][0]["version"] == broken
+
+
+def raw_exchange(server: Server, request: bytes, read_s: float = 10) -> bytes:
+    """Send raw bytes on a new connection; what the server sends back until it closes."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=read_s) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_a_client_that_sends_its_whole_body_first_sees_its_413(server: Server, trained: Trained) -> None:
+    """urllib writes the whole body before it reads: the server reads it (up to a bound) and answers 413."""
+    body = json.dumps({"instances": trained.instances(1) * 20_000}).encode()
+    assert 1 << 20 < len(body) < 4 << 20
+    request = urllib.request.Request(
+        f"{server.url}/predict", data=body, headers={"content-type": "application/json"}, method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT)
+    assert raised.value.code == 413
+    assert json.loads(raised.value.read())["error"]["code"] == "payload_too_large"
+
+
+def test_a_1_mib_header_gets_431(server: Server) -> None:
+    response = raw_exchange(server, b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431")
+    assert json.loads(body)["error"]["code"] == "header_too_large"
+
+
+def test_a_client_hanging_up_mid_body_is_no_server_error(http: httpx.Client, server: Server) -> None:
+    before = total(http.get("/metrics").text, "deepfm_http_requests_total", status="500")
+    head = b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n"
+    host, port = server.url.removeprefix("http://").split(":")
+    for _ in range(3):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(head + b'{"instances": [')
+    wait_for(
+        lambda: total(http.get("/metrics").text, "deepfm_http_requests_total", route="/predict", status="499") >= 3,
+        what="the hang-ups counted as 499",
+    )
+    assert total(http.get("/metrics").text, "deepfm_http_requests_total", status="500") == before
+    assert not [line for line in server.log_lines() if '"unhandled error"' in line]
+
+
+def test_405_names_the_allowed_methods(http: httpx.Client) -> None:
+    response = http.get("/predict")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_the_worker_process_sets_its_threads_and_garbage_collector(server: Server) -> None:
+    (line,) = [json.loads(line) for line in server.log_lines() if '"worker process"' in line]
+    assert line["torch_threads"] == 1
+    assert line["gc_frozen_objects"] > 10_000
+    assert line["gc_thresholds"][0] == 20_000
+
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--virtual-time-budget=15000",
+)
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="chromium is not installed (Debian: apt-get install chromium)"
+)
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_render_in_a_browser_from_the_service_alone(server: Server, tmp_path: Path, page: str) -> None:
+    """Headless Chromium, on a machine with no route to any CDN, renders the operations of the API."""
+    chromium = ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(
+        [*chromium, "--dump-dom", server.url + page], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert "Score instances" in dom and "Request fields of a model" in dom, dom[-2000:]  # operations rendered
+    screenshot = tmp_path / "docs.png"
+    subprocess.run(
+        [*chromium, f"--screenshot={screenshot}", "--window-size=1280,1600", server.url + page],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
 
 
 def test_sigterm_finishes_requests_in_flight(server: Server, trained: Trained) -> None:

@@ -31,7 +31,9 @@ def test_reload_swaps_in_a_new_version_and_keeps_the_previous_one(
     client = make_client(admin_token=TOKEN)
     trained.export(store, retrained)
     result = client.post("/admin/reload", headers=AUTH).json()
-    assert result == {"results": [{"model": MODEL_NAME, "previous_version": 1, "version": 2, "refused": []}]}
+    assert result == {
+        "results": [{"model": MODEL_NAME, "previous_version": 1, "version": 2, "refused": [], "held": []}]
+    }
     version, new = scores(client, trained)
     assert version == 2
     np.testing.assert_allclose(new, trained.eager_scores(trained.instances(6), retrained), atol=1e-6, rtol=0)
@@ -84,15 +86,20 @@ def test_a_pinned_version_is_served_and_never_reloaded(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"default_model": "xdeepfm"}, "default model 'xdeepfm' cannot be loaded"),
-        ({"models": "deepfm,xdeepfm"}, "no version of model 'xdeepfm'"),
-        ({"pinned_versions": "deepfm=4"}, "pinned version 4 of model 'deepfm' cannot be loaded"),
+        ({"default_model": "xdeepfm"}, "default model 'xdeepfm' has no version to serve"),
+        ({"pinned_versions": "deepfm=4"}, "default model 'deepfm' has no version to serve.*deepfm/4"),
     ],
 )
-def test_start_fails_without_its_models(store: Path, overrides: dict[str, str], message: str) -> None:
+def test_start_fails_without_a_default_model_to_serve(store: Path, overrides: dict[str, str], message: str) -> None:
     app = create_app(Settings(models_store=store, poll_interval_s=0, **overrides))  # type: ignore[arg-type]
     with pytest.raises(ArtifactError, match=message), TestClient(app):
         pass
+
+
+def test_a_listed_model_without_versions_does_not_stop_the_start(make_client: MakeClient, trained: Trained) -> None:
+    client = make_client(models="deepfm,xdeepfm")
+    assert scores(client, trained)[0] == 1
+    assert client.get("/models").json()["unavailable_models"] == [{"name": "xdeepfm", "refused_versions": []}]
 
 
 def test_the_poller_picks_up_new_versions(

@@ -22,9 +22,7 @@ from deepfm.training.trainer import Trainer
 SMALL = [
     "data.max_users=40",
     "data.num_eval_negatives=30",
-    "model.dnn_hidden_units=[32,16]",
-    "model.cin_layer_sizes=[8,8]",
-    "model.attention_dim=16",
+    "model.dnn.hidden_units=[32,16]",
     "training.epochs=2",
     "training.batch_size=256",
     "training.progress=false",
@@ -43,8 +41,17 @@ UNKNOWN_ROWS = pd.DataFrame(
 )
 
 
+SMALL_BLOCKS = {
+    "deepfm": [],
+    "xdeepfm": ["model.cin.layer_sizes=[8,8]"],
+    "attention_deepfm": ["model.attention.dim=16"],
+}
+
+
 def small_config(model: str, tmp_path: Path) -> ExperimentConfig:
-    return ExperimentConfig().with_overrides([*SMALL, f"model.name={model}", f"training.output_dir={tmp_path}"])
+    return ExperimentConfig().with_overrides(
+        [f"model.name={model}", *SMALL, *SMALL_BLOCKS[model], f"training.output_dir={tmp_path}"]
+    )
 
 
 @pytest.fixture(scope="module", params=["deepfm", "xdeepfm", "attention_deepfm"])
@@ -67,7 +74,7 @@ def test_run_directory_holds_config_metrics_curves_and_checkpoint(trained: RunRe
 def test_exported_artifact_matches_eager_model_on_raw_rows(trained: RunResult, tmp_path: Path) -> None:
     artifact = load_artifact(export_run(trained, tmp_path / "store"))
     assert artifact.schema == trained.schema
-    adapter = MovieLensAdapter(trained.config.data)
+    adapter = MovieLensAdapter(trained.config.data)  # type: ignore[arg-type]
     adapter.build()
     test_rows = adapter.splits["test"].iloc[:1020]
     raw = pd.concat([adapter.raw_rows(test_rows), UNKNOWN_ROWS], ignore_index=True)
@@ -100,7 +107,7 @@ def test_export_versions_increase_and_checkpoint_reloads(trained: RunResult, tmp
     export_run(load_run(trained.run_dir), store)
     assert list_versions(store, trained.config.model.name) == [1, 2]
     reloaded = load_run(trained.run_dir).model
-    batch = {k: v[:64] for k, v in MovieLensAdapter(trained.config.data).build()[3].features.items()}
+    batch = {k: v[:64] for k, v in MovieLensAdapter(trained.config.data).build()[3].features.items()}  # type: ignore[arg-type]
     with torch.no_grad():
         torch.testing.assert_close(reloaded(batch), trained.model(batch), rtol=0, atol=0)
 
@@ -136,6 +143,29 @@ def test_cli_train_export_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture
     assert evaluated["auc"] == pytest.approx(trained["test"]["auc"], abs=1e-6)
     assert main(["export", "--run", trained["run_dir"], "--store", str(store)]) == 0
     assert list_versions(store, "deepfm") == [1, 2]
+    recorded = load_artifact(store / "deepfm" / "1").metadata
+    assert recorded["config"]["data"]["path"] == movielens_dir.name  # by name: this machine's path stays here
+    assert recorded["metrics"]["data"] == movielens_dir.name
+
+
+def test_cli_evaluate_finds_the_data_by_flag_or_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], movielens_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overrides = [arg for o in [*SMALL, "training.epochs=1", f"training.output_dir={tmp_path}"] for arg in ("-o", o)]
+    store = tmp_path / "store"
+    assert main(["train", *overrides, "--export", "--store", str(store)]) == 0
+    trained = json.loads(capsys.readouterr().out.split("exported")[0])
+    artifact = str(store / "deepfm" / "1")
+    monkeypatch.delenv("DEEPFM_DATA_DIR")
+    monkeypatch.chdir(tmp_path)  # the recorded name, ml-100k, is no folder here
+
+    assert main(["evaluate", "--artifact", artifact]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["evaluate", "--artifact", artifact, "--data", str(movielens_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["auc"] == pytest.approx(trained["test"]["auc"], abs=1e-6)
+    monkeypatch.setenv("DEEPFM_DATA_DIR", str(movielens_dir))
+    assert main(["evaluate", "--artifact", artifact]) == 0
+    assert json.loads(capsys.readouterr().out)["auc"] == pytest.approx(trained["test"]["auc"], abs=1e-6)
 
 
 def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,7 +173,7 @@ def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown key 'training.nope'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "export", "serve"])
+@pytest.mark.parametrize("command", ["train", "init", "evaluate", "export", "serve"])
 def test_cli_help_explains_each_command(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
