@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STORE ?= models_store
 
-.PHONY: install serve test test-all lint format deploy-check train-defaults bench-encoding bench-quality bench-serve \
+.PHONY: install serve test test-all lint format deploy-check train-defaults bench-encoding bench-embedding bench-quality bench-serve \
 	bench-deploy clean
 
 # torch is installed first and pinned: 2.13.0 is the CPU build here; an open range would pull CUDA wheels.
@@ -51,6 +51,9 @@ bench-deploy: install  ## throughput and p99 through nginx, 1 and 2 replicas (ne
 
 bench-encoding: install
 	$(BIN)/python benchmarks/encoding_bench.py
+
+bench-embedding: install  ## model call and training step per embedding implementation (a few minutes)
+	$(BIN)/python benchmarks/embedding_bench.py
 
 bench-quality: install  ## 3 models x 3 seeds on the full data: hours on 2 cores
 	$(BIN)/python benchmarks/quality_bench.py

@@ -5,10 +5,10 @@
         schema.json     the fitted DatasetSchema: fields, sources, transforms, vocabularies, statistics
         metadata.json   name, version, creation time, config, metrics, library versions, sha256 of both
 
-A model that has a serving form (`CTRModel.for_serving`: the same outputs from fewer, larger
-operations) is saved in that form. Versions are increasing integers. A version is written into a
-hidden temporary directory and then renamed into place, so a half-written export is never visible
-and an existing one is never touched.
+Export scripts the model and refuses one whose frozen TorchScript form (what the service runs) scores
+a probe batch differently from the model itself. Versions are increasing integers. A version is
+written into a hidden temporary directory and then renamed into place, so a half-written export is
+never visible and an existing one is never touched.
 Loading checks every file (presence, JSON, checksums), that the model and schema agree, and scores
 probe batches that look up every vocabulary row of every field (a diverged row that scores NaN is
 caught there); a failure is an ArtifactError that names the file. This module imports no training
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -57,13 +57,6 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return torch.sigmoid(self.model(batch))  # (B,)
-
-
-@runtime_checkable
-class HasServingForm(Protocol):
-    """A model with a copy that computes the same outputs in a form cheaper to run (`CTRModel.for_serving`)."""
-
-    def for_serving(self) -> nn.Module: ...
 
 
 def sha256_of(path: Path) -> str:
@@ -137,18 +130,20 @@ def vocabulary_probes(schema: DatasetSchema, rows_per_batch: int = 4096) -> Iter
         yield batch
 
 
-SERVING_FORM_TOLERANCE = 1e-5
+SCRIPT_TOLERANCE = 1e-5
 
 
-def _serving_form(model: nn.Module, schema: DatasetSchema) -> nn.Module:
-    """The model's serving form if it has one, checked against the model on a probe batch.
+def _checked_script(model: nn.Module, schema: DatasetSchema) -> torch.jit.ScriptModule:
+    """The scripted probability model, checked against the model in its frozen form on a probe batch.
+
+    The probe batch holds OOV values, full, one-token and empty bags and nonzero dense values.
 
     Raises:
-        ArtifactError: the two disagree (the serving form would score wrongly).
+        ArtifactError: the model fails on the probe batch, or its frozen scripted form (what the service
+            runs) scores it differently.
     """
-    if not isinstance(model, HasServingForm):
-        return model
-    served = model.for_serving()
+    wrapped = ProbabilityModel(model, schema.field_names)
+    scripted = jit.script(wrapped)
     batch = probe_batch(schema, batch_size=3)
     for field in schema.fields.values():
         if field.feature_type is FeatureType.SEQUENCE:
@@ -156,11 +151,21 @@ def _serving_form(model: nn.Module, schema: DatasetSchema) -> nn.Module:
         elif field.feature_type is FeatureType.DENSE:
             batch[field.name] = torch.tensor([0.0, 1.0, -2.0])
     with torch.no_grad():
-        expected, got = model(batch), served(batch)
-    gap = float((got - expected).abs().max())
-    if not gap <= SERVING_FORM_TOLERANCE:
-        raise ArtifactError(f"the serving form of the model differs from it by {gap:.3g} on a probe batch")
-    return served
+        try:
+            expected = wrapped(batch)
+        except (IndexError, RuntimeError) as exc:
+            raise ArtifactError(f"the model fails on a probe batch of the schema's shape: {exc}") from exc
+        try:
+            got = jit.freeze(scripted, preserved_attrs=["field_names"])(batch)
+        except RuntimeError as exc:
+            raise ArtifactError(f"the model's TorchScript form fails on a probe batch the model scores: {exc}") from exc
+    agree = got.shape == expected.shape and torch.allclose(
+        got, expected, rtol=0.0, atol=SCRIPT_TOLERANCE, equal_nan=True
+    )
+    if not agree:
+        gap = float((got - expected).abs().max()) if got.shape == expected.shape else float("inf")
+        raise ArtifactError(f"the model's TorchScript form differs from it by {gap:.3g} on a probe batch")
+    return scripted
 
 
 def export_artifact(
@@ -175,7 +180,7 @@ def export_artifact(
     """Script `model` and write it with its schema and metadata as the next version.
 
     Args:
-        model: a trained logit model reading the schema's fields; its serving form if it has one.
+        model: a trained logit model reading the schema's fields.
         schema: the fitted schema the model was trained with.
         store: the models store root.
         model_name: the artifact's model name (a directory under the store).
@@ -188,7 +193,7 @@ def export_artifact(
     root = Path(store) / model_name
     root.mkdir(parents=True, exist_ok=True)
     model.eval()
-    scripted = jit.script(ProbabilityModel(_serving_form(model, schema), schema.field_names))
+    scripted = _checked_script(model, schema)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         jit.save(scripted, staging / MODEL_FILE)

@@ -3,7 +3,6 @@
 # No `from __future__ import annotations`: TorchScript reads the model classes' annotations as objects.
 
 import ast
-import copy
 import hashlib
 import json
 from collections.abc import Callable
@@ -16,10 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from deepfm import artifact as artifact_module
+from deepfm import jit
 from deepfm.artifact import (
     METADATA_FILE,
     MODEL_FILE,
     SCHEMA_FILE,
+    ProbabilityModel,
     export_artifact,
     list_models,
     list_versions,
@@ -73,18 +74,19 @@ class WideCTR(TinyCTR):
         return torch.zeros(batch[self.dense_names[0]].shape[0], 2)  # (B, 2), not (B,)
 
 
-class ServedCTR(TinyCTR):
-    """A model with a serving form: itself with its dense weight moved by `shift` (0: the same outputs)."""
+class ScriptShifted(nn.Module):
+    """A model whose TorchScript form adds `shift` to its logits (0: the same outputs as the model)."""
 
-    def __init__(self, schema: DatasetSchema, shift: float) -> None:
-        super().__init__(schema)
+    def __init__(self, model: nn.Module, shift: float) -> None:
+        super().__init__()
+        self.model = model
         self.shift = shift
 
-    def for_serving(self) -> nn.Module:
-        served = copy.deepcopy(self)
-        with torch.no_grad():
-            served.dense_weight.add_(self.shift)
-        return served
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        logits: Tensor = self.model(batch)
+        if torch.jit.is_scripting():
+            return logits + self.shift
+        return logits
 
 
 class Unscriptable(nn.Module):
@@ -203,14 +205,20 @@ def _failing_versions() -> dict[str, str]:
     raise OSError("disk full")
 
 
-def test_export_saves_the_serving_form_after_checking_it(schema: DatasetSchema, store: Path) -> None:
+def test_export_checks_the_frozen_scripted_form_against_the_model(schema: DatasetSchema, store: Path) -> None:
     torch.manual_seed(0)
-    path = export(ServedCTR(schema, shift=0.0), schema, store)
+    path = export(ScriptShifted(TinyCTR(schema), shift=0.0), schema, store)
     assert path.name == "1" and load_artifact(path).model is not None
 
-    with pytest.raises(ArtifactError, match="serving form"):
-        export(ServedCTR(schema, shift=1.0), schema, store)
+    with pytest.raises(ArtifactError, match=r"TorchScript form differs from it by 0\.2\d* on a probe batch"):
+        export(ScriptShifted(TinyCTR(schema), shift=1.0), schema, store)
     assert [p.name for p in (store / NAME).iterdir()] == ["1"]
+
+
+def test_export_refuses_a_model_that_fails_the_probe_batch(schema: DatasetSchema, store: Path) -> None:
+    with pytest.raises(ArtifactError, match="the model fails on a probe batch"):
+        export(TinyCTR(schema, vocabulary_shrink=1), schema, store)  # the last index is out of range
+    assert list_versions(store, NAME) == []
 
 
 @pytest.mark.parametrize(
@@ -369,14 +377,16 @@ def test_load_refuses_a_schema_that_disagrees_with_the_model(exported: Path) -> 
     ids=["nan", "wrong-shape", "index-out-of-range"],
 )
 def test_load_refuses_a_model_that_fails_the_probe_batch(
-    schema: DatasetSchema, store: Path, make_model: Callable[[DatasetSchema], nn.Module], message: str
+    exported: Path, schema: DatasetSchema, make_model: Callable[[DatasetSchema], nn.Module], message: str
 ) -> None:
-    path = export(make_model(schema), schema, store)
+    # such a model, written in place of a good one past export's check
+    jit.save(jit.script(ProbabilityModel(make_model(schema), schema.field_names)), exported / MODEL_FILE)
+    _rewrite(exported, MODEL_FILE, lambda raw: raw, fix_checksum=True)
 
     with pytest.raises(ArtifactError, match=message) as info:
-        load_artifact(path)
+        load_artifact(exported)
 
-    assert info.value.path == str(path / MODEL_FILE)
+    assert info.value.path == str(exported / MODEL_FILE)
 
 
 # --- store listing and probe batch ------------------------------------------------------------------------------

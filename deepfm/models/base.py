@@ -7,14 +7,11 @@ interaction part differs between models.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import Tensor, nn
 
 from deepfm.data.schema import DatasetSchema
 from deepfm.models.layers.embedding import FeatureEmbedding
-from deepfm.models.layers.serving_embedding import ServingEmbedding
 
 
 class CTRModel(nn.Module):
@@ -27,15 +24,8 @@ class CTRModel(nn.Module):
 
     def __init__(self, schema: DatasetSchema, fm_embed_dim: int) -> None:
         super().__init__()
-        self.embedding: FeatureEmbedding | ServingEmbedding = FeatureEmbedding(schema, fm_embed_dim)
+        self.embedding = FeatureEmbedding(schema, fm_embed_dim)
         self.bias = nn.Parameter(torch.zeros(1))
-
-    def for_serving(self) -> CTRModel:
-        """A copy in eval mode that computes the same logits with a `ServingEmbedding`: an artifact's form."""
-        serving = copy.deepcopy(self).eval()
-        if isinstance(self.embedding, FeatureEmbedding):
-            serving.embedding = ServingEmbedding(self.embedding)
-        return serving
 
     def interaction(self, field_embeddings: Tensor, flat_embeddings: Tensor) -> Tensor:
         """Args: field_embeddings (B, F, D), flat_embeddings (B, total_embedding_dim). Returns: (B, 1)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind
+from deepfm.models.layers.embedding import FUSED_MAX_ROWS
 
 SEEDS_DIR = Path(__file__).resolve().parents[1] / "seeds"
 
@@ -69,6 +71,13 @@ def mixed_schema() -> DatasetSchema:
             FieldSchema("price", FeatureType.DENSE, embedding_dim=3),
         ]
     )
+
+
+@pytest.fixture
+def large_schema(mixed_schema: DatasetSchema) -> DatasetSchema:
+    """The mixed schema with a SPARSE and a SEQUENCE table too large to be fused (see FUSED_MAX_ROWS)."""
+    rows = FUSED_MAX_ROWS + 1
+    return mixed_schema.with_fields(replace(mixed_schema.fields[n], vocabulary_size=rows) for n in ("item", "tags_sum"))
 
 
 @pytest.fixture
