@@ -286,10 +286,10 @@ class Connection:
         self.reader, self.writer, self.request = reader, writer, request
 
     @classmethod
-    async def open(cls, port: int, body: bytes) -> Connection:
+    async def open(cls, port: int, body: bytes, path: str = "/predict") -> Connection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         head = (
-            "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         return cls(reader, writer, head.encode() + body)
@@ -306,9 +306,11 @@ class Connection:
         self.writer.close()
 
 
-async def closed_loop(port: int, body: bytes, rows: int, connections: int, duration: float) -> Run:
-    """`connections` connections sending back to back; 1 s warm-up, then `duration` s measured."""
-    conns = [await Connection.open(port, body) for _ in range(connections)]
+async def closed_loop(
+    port: int, body: bytes, rows: int, connections: int, duration: float, path: str = "/predict"
+) -> Run:
+    """`connections` connections sending back to back to `path`; 1 s warm-up, then `duration` s measured."""
+    conns = [await Connection.open(port, body, path) for _ in range(connections)]
     start = time.perf_counter() + 1.0
     end = start + duration
     run = Run(rows, duration)
