@@ -221,16 +221,17 @@ class Server:
 
 
 @contextmanager
-def start_server(spec: ServerSpec) -> Iterator[Server]:
-    """Start a server on SERVER_CPU and wait until it is ready."""
+def start_server(spec: ServerSpec, log: Path | None = None) -> Iterator[Server]:
+    """Start a server on SERVER_CPU and wait until it is ready; its output appended to `log`, if given."""
     port = free_port()
-    process = subprocess.Popen(
-        ["taskset", "-c", str(SERVER_CPU), sys.executable, *(a.format(port=port) for a in spec.arguments)],
-        cwd=ROOT,
-        env={**os.environ, **{k: v.format(port=port) for k, v in spec.env.items()}},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("ab") if log else open(os.devnull, "wb") as output:
+        process = subprocess.Popen(
+            ["taskset", "-c", str(SERVER_CPU), sys.executable, *(a.format(port=port) for a in spec.arguments)],
+            cwd=ROOT,
+            env={**os.environ, **{k: v.format(port=port) for k, v in spec.env.items()}},
+            stdout=output,
+            stderr=output,
+        )
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -56,7 +56,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib import metadata
@@ -80,6 +80,7 @@ from serve_bench import (
     machine,
     measure,
     num_rows,
+    paired_ratios,
     payloads,
     server_specs,
     start_server,
@@ -103,6 +104,7 @@ CPU_MS_TARGETS = {1: 0.6, 32: 0.1}  # batch-1 requests, by connections
 PROFILE_CELLS = (("1", 1), ("1", 32), ("100", 1), ("100", 32))
 PROFILE_RATE_HZ = 200
 START_TIMEOUT_S, STOP_TIMEOUT_S, INSTALL_TIMEOUT_S = 180, 30, 1800
+MAX_RESTARTS = 3
 
 
 class UnavailableError(Exception):
@@ -165,6 +167,13 @@ class TreeServer(Server):
 
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.process.pid)
+
+
+@contextmanager
+def as_tree(start: Callable[[], AbstractContextManager[Server]]) -> Iterator[TreeServer]:
+    """A serve_bench server, its CPU counted over its process tree."""
+    with start() as server:
+        yield TreeServer(server.spec, server.port, server.process)
 
 
 @dataclass(frozen=True)
@@ -407,6 +416,8 @@ def bounded(drive: Callable[[], Coroutine[Any, Any, Run]], timeout: float) -> Ca
 
 def load_run(target: Target, body: bytes, rows: int, connections: int, duration: float) -> tuple[Run, Busy]:
     """One closed-loop run of `target`, with what else the machine did meanwhile."""
+    if target.server.process.poll() is not None:
+        raise RuntimeError(f"{target.name} exited (code {target.server.process.returncode}) before a run")
     drive = partial(closed_loop, target.server.port, body, rows, connections, duration, target.path)
     before, wall = core_ticks(), time.perf_counter()
     run = measure(target.server, bounded(drive, duration + 60))
@@ -419,6 +430,52 @@ def load_run(target: Target, body: bytes, rows: int, connections: int, duration:
     stolen = sum(delta(c, 1) for c in after) / max(1e-9, sum(delta(c, 2) for c in after))
     server, loadgen = delta(SERVER_CPU, 0) - run.server_cpu, delta(LOADGEN_CPU, 0) - run.loadgen_cpu
     return run, Busy(stolen, max(0.0, server), max(0.0, loadgen))
+
+
+def stop_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process and its descendants, and wait for the process."""
+    for pid in reversed(process_tree(process.pid)):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=STOP_TIMEOUT_S)
+
+
+@dataclass
+class Fleet:
+    """The compared servers, each started again if a run finds it dead or not answering (a process on a shared
+    machine can be killed from outside); every restart is reported."""
+
+    stack: ExitStack
+    launchers: dict[str, tuple[Callable[[], AbstractContextManager[TreeServer]], str, Path]]  # start, path, log
+    warmup: Callable[[Target], None]
+    targets: dict[str, Target] = field(default_factory=dict)
+    restarts: list[str] = field(default_factory=list)
+
+    def start(self, name: str) -> Target:
+        """Start `name`, check that all its threads are pinned, and keep it until the fleet's stack closes."""
+        launch, path, _ = self.launchers[name]
+        server = self.stack.enter_context(launch())
+        check_pinned(name, server.process.pid)
+        self.targets[name] = Target(server, path)
+        return self.targets[name]
+
+    def run(self, name: str, body: bytes, rows: int, connections: int, duration: float) -> tuple[Run, Busy]:
+        """One load run of `name`; if it fails, the server is stopped, started, warmed and the run made again."""
+        target = self.targets[name]
+        try:
+            return load_run(target, body, rows, connections, duration)
+        except (OSError, EOFError, TimeoutError, RuntimeError) as exc:
+            log = self.launchers[name][2]
+            tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:]) if log.exists() else ""
+            reason = f"{name}: {exc!r}, exit code {target.server.process.poll()}, log: {tail[-400:]}"
+            print(f"restarting {reason}", file=sys.stderr, flush=True)
+            self.restarts.append(reason)
+            if len(self.restarts) > MAX_RESTARTS:
+                raise RuntimeError(f"more than {MAX_RESTARTS} server restarts: {self.restarts}") from exc
+            stop_tree(target.server.process)
+            self.warmup(self.start(name))
+            return load_run(self.targets[name], body, rows, connections, duration)
 
 
 def check_same_scores(targets: list[Target], bodies: dict[str, bytes]) -> str:
@@ -578,10 +635,7 @@ def cell_table(cells: dict[tuple[str, str, int], Cell], names: list[str]) -> lis
             ratio = "-"
             if peers:
                 best = max(peers, key=lambda n: cells[(n, batch, conns)].rps)
-                paired = [
-                    a.rps / b.rps
-                    for a, b in zip(cells[(SERVICE, batch, conns)].runs, cells[(best, batch, conns)].runs, strict=True)
-                ]
+                paired = paired_ratios(cells[(SERVICE, batch, conns)].runs, cells[(best, batch, conns)].runs, False)
                 ratio = f"{statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f}) vs {best[11:]}"
             lines.append(
                 f"| {batch} / {conns} | {' | '.join(f'{c.rps:,.0f}' for c in got)} | {ratio} "
@@ -591,27 +645,35 @@ def cell_table(cells: dict[tuple[str, str, int], Cell], names: list[str]) -> lis
 
 
 def target_table(cells: dict[tuple[str, str, int], Cell], peers: list[str]) -> list[str]:
-    """The issue's targets per cell, met or not."""
+    """The issue's targets per cell, met or not; the ratio target judged on raw and on per-CPU-second ratios."""
     lines = [
-        "| batch / connections | service / best TorchServe >= 2.0 | p99 no worse than that TorchServe's | "
-        "service CPU ms per batch-1 request |",
-        "|---|---|---|---|",
+        "| batch / connections | service / best TorchServe, raw | per server CPU-s | >= 2.0 "
+        "| p99 ms, service vs that TorchServe | p99 no worse | service CPU ms per batch-1 request |",
+        "|---|---:|---:|---|---:|---|---|",
     ]
     for batch in BATCHES:
         for conns in CONNECTIONS:
             ours = cells[(SERVICE, batch, conns)]
             best = max(peers, key=lambda n: cells[(n, batch, conns)].rps)
             theirs = cells[(best, batch, conns)]
-            ratio = statistics.median(a.rps / b.rps for a, b in zip(ours.runs, theirs.runs, strict=True))
+            raw, per_cpu = (statistics.median(paired_ratios(ours.runs, theirs.runs, by)) for by in (False, True))
+            met = "met" if min(raw, per_cpu) >= RATIO_TARGET else "raw only" if raw >= RATIO_TARGET else "not met"
             cpu = "-"
             if batch == "1" and conns in CPU_MS_TARGETS:
                 goal = CPU_MS_TARGETS[conns]
                 cpu = f"{ours.cpu_ms:.2f} (<= {goal}): {'met' if ours.cpu_ms <= goal else 'not met'}"
-            met_ratio, met_p99 = ratio >= RATIO_TARGET, ours.p99_ms <= theirs.p99_ms
             lines.append(
-                f"| {batch} / {conns} | {ratio:.2f} vs {best[11:]}: {'met' if met_ratio else 'not met'} "
-                f"| {ours.p99_ms:.1f} vs {theirs.p99_ms:.1f} ms: {'met' if met_p99 else 'not met'} | {cpu} |"
+                f"| {batch} / {conns} | {raw:.2f} vs {best[11:]} | {per_cpu:.2f} | {met} "
+                f"| {ours.p99_ms:.1f} vs {theirs.p99_ms:.1f} | {'met' if ours.p99_ms <= theirs.p99_ms else 'not met'} "
+                f"| {cpu} |"
             )
+    floor = {conns: cells[(BARE_RAW, "1", conns)].cpu_ms for conns in CPU_MS_TARGETS}
+    lines += [
+        "",
+        "The bare FastAPI floor (body validation only, no model, no logging or metrics) takes "
+        + ", ".join(f"{ms:.2f} ms per batch-1 request at {conns} connection(s)" for conns, ms in floor.items())
+        + " in the same runs.",
+    ]
     return lines
 
 
@@ -706,7 +768,7 @@ def write_report(
         f"Machine: {machine()}. Load average (1 min) before / after: {load[0]:.2f} / {load[1]:.2f}.",
         "",
         f"Artifact: `{notes['artifact']}`, served by every server. {notes['torchserve']}",
-        f"Same scores from every server: {notes['scores']}.",
+        f"Same scores from every server: {notes['scores']}. Server restarts during the run: {notes['restarts']}.",
         "",
         "Load generator: serve_bench's asyncio one (every latency recorded; see the script's docstring for why "
         "not wrk).",
@@ -729,7 +791,10 @@ def write_report(
         "",
         "Per run, from /proc/stat: the hypervisor's steal (share of the machine's CPU time), and CPU time on each "
         "core charged to neither the server's process tree nor the load generator (other engineers' processes, "
-        "interrupts: loopback networking's softirqs land here too), as shares of one core.",
+        "interrupts: loopback networking's softirqs land here too), as shares of one core. Where the other "
+        "processes are CPU-bound they take whatever a server leaves of its core: a server that waits on round trips "
+        "(one connection, TorchServe's hand-offs) then waits for its core too, so its requests per second suffer more "
+        "than its CPU per request.",
         "",
         *busy_table(cells, names),
         "",
@@ -779,39 +844,42 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     os.sched_setaffinity(0, {LOADGEN_CPU})
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="serve-peer-") as scratch:
+
+        def warmup(target: Target) -> None:  # TorchServe's JIT compiler needs seconds: 2-3x the CPU per request before
+            for batch, body in bodies.items():
+                load_run(target, body, rows[batch], 8, args.warmup)
+
+        fleet = Fleet(stack, {}, warmup)
         specs = {s.name: s for s in server_specs(store)}
-        targets = []
-        for spec in (
-            replace(specs[SERVICE], env={**specs[SERVICE].env, "DEEPFM_SERVE_MODELS": MODEL_NAME}),
-            specs[BARE_RAW],
-        ):
-            server = stack.enter_context(start_server(spec))
-            targets.append(Target(TreeServer(server.spec, server.port, server.process), "/predict"))
+        service = replace(specs[SERVICE], env={**specs[SERVICE].env, "DEEPFM_SERVE_MODELS": MODEL_NAME})
+        for spec in (service, specs[BARE_RAW]):
+            log = Path(scratch) / f"{len(fleet.launchers)}.log"
+            fleet.launchers[spec.name] = (partial(as_tree, partial(start_server, spec, log)), "/predict", log)
         if venv is not None:
             for name, config in ((TS_B1, "b1"), (TS_B16, "b16")):
                 work = Path(scratch) / config
                 archive = torchserve_archive(venv, version_dir, config, work / "store")
-                server = stack.enter_context(start_torchserve(name, venv, archive, work, bodies["1"]))
-                targets.append(Target(server, f"/predictions/{MODEL_NAME}"))
-        threads = {t.name: check_pinned(t.name, t.server.process.pid) for t in targets}
+                launch = partial(start_torchserve, name, venv, archive, work, bodies["1"])
+                fleet.launchers[name] = (launch, f"/predictions/{MODEL_NAME}", work / "console.log")
+        names = list(fleet.launchers)
+        for name in names:
+            fleet.start(name)
+        threads = {name: check_pinned(name, t.server.process.pid) for name, t in fleet.targets.items()}
         notes["threads"] = ", ".join(f"{name}: {count} threads" for name, count in threads.items())
-        scoring = [t for t in targets if t.name != BARE_RAW]
-        notes["scores"] = check_same_scores(scoring, bodies)
-        names = [t.name for t in targets]
-        for target in targets:  # TorchServe's JIT compiler needs seconds of traffic: 2-3x the CPU per request before
-            for batch, body in bodies.items():
-                load_run(target, body, rows[batch], 8, args.warmup)
+        notes["scores"] = check_same_scores([t for n, t in fleet.targets.items() if n != BARE_RAW], bodies)
+        for target in fleet.targets.values():
+            warmup(target)
         cells: dict[tuple[str, str, int], Cell] = {}
         for round_ in range(args.repeats):
             for batch in BATCHES:
                 for conns in CONNECTIONS:
-                    for target in targets[round_ % len(targets) :] + targets[: round_ % len(targets)]:
-                        run, busy = load_run(target, bodies[batch], rows[batch], conns, args.duration)
-                        cell = cells.setdefault((target.name, batch, conns), Cell())
+                    for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                        run, busy = fleet.run(name, bodies[batch], rows[batch], conns, args.duration)
+                        cell = cells.setdefault((name, batch, conns), Cell())
                         cell.runs.append(run)
                         cell.busy.append(busy)
                         print(
-                            f"round {round_ + 1} batch {batch} x {conns}: {target.name} {run.rps:,.0f} req/s, "
+                            f"round {round_ + 1} batch {batch} x {conns}: {name} {run.rps:,.0f} req/s, "
                             f"p99 {run.percentile_ms(99):.1f} ms, {1000 / run.rps_per_cpu:.2f} CPU ms/req, "
                             f"steal {busy.steal:.1%}, "
                             f"others {busy.others_server_core:.0%} / {busy.others_loadgen_core:.0%}",
@@ -823,11 +891,12 @@ def main() -> None:
                 spy = py_spy()
                 for batch, conns in PROFILE_CELLS:
                     how = (batch, bodies[batch], rows[batch], conns)
-                    profiles.append(profile(spy, targets[0], *how, args.profile_duration, Path(scratch)))
+                    profiles.append(profile(spy, fleet.targets[SERVICE], *how, args.profile_duration, Path(scratch)))
             except UnavailableError as exc:
                 print(f"profile skipped: {exc}", file=sys.stderr)
-        for target in targets:
-            check_pinned(target.name, target.server.process.pid)
+        for name, target in fleet.targets.items():
+            check_pinned(name, target.server.process.pid)
+        notes["restarts"] = "; ".join(fleet.restarts) or "none"
     write_report(args, cells, names, notes, profiles, (load_before, os.getloadavg()[0]))
 
 
