@@ -620,6 +620,11 @@ def profile(
 # ----------------------------------------------------------------------------- report
 
 
+def best_peer(cells: dict[tuple[str, str, int], Cell], peers: list[str], batch: str, conns: int) -> str:
+    """The TorchServe configuration with the higher median requests/s in a cell."""
+    return max(peers, key=lambda n: cells[(n, batch, conns)].rps)
+
+
 def cell_table(cells: dict[tuple[str, str, int], Cell], names: list[str]) -> list[str]:
     """Medians per cell and server; service / best TorchServe as the median (range) of paired ratios."""
     peers = [n for n in names if n.startswith("TorchServe")]
@@ -634,7 +639,7 @@ def cell_table(cells: dict[tuple[str, str, int], Cell], names: list[str]) -> lis
             got = [cells[(n, batch, conns)] for n in names]
             ratio = "-"
             if peers:
-                best = max(peers, key=lambda n: cells[(n, batch, conns)].rps)
+                best = best_peer(cells, peers, batch, conns)
                 paired = paired_ratios(cells[(SERVICE, batch, conns)].runs, cells[(best, batch, conns)].runs, False)
                 ratio = f"{statistics.median(paired):.2f} ({min(paired):.2f}-{max(paired):.2f}) vs {best[11:]}"
             lines.append(
@@ -654,7 +659,7 @@ def target_table(cells: dict[tuple[str, str, int], Cell], peers: list[str]) -> l
     for batch in BATCHES:
         for conns in CONNECTIONS:
             ours = cells[(SERVICE, batch, conns)]
-            best = max(peers, key=lambda n: cells[(n, batch, conns)].rps)
+            best = best_peer(cells, peers, batch, conns)
             theirs = cells[(best, batch, conns)]
             raw, per_cpu = (statistics.median(paired_ratios(ours.runs, theirs.runs, by)) for by in (False, True))
             met = "met" if min(raw, per_cpu) >= RATIO_TARGET else "raw only" if raw >= RATIO_TARGET else "not met"
