@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STORE ?= models_store
 
 .PHONY: install serve test test-all lint format deploy-check train-defaults bench-encoding bench-embedding bench-quality bench-serve \
-	bench-deploy clean
+	bench-serve-peer bench-deploy clean
 
 # torch is installed first and pinned: 2.13.0 is the CPU build here; an open range would pull CUDA wheels.
 $(BIN)/.installed: pyproject.toml
@@ -45,6 +45,9 @@ deploy-check: install  ## static checks of Dockerfile, compose, k8s, nginx, prom
 
 bench-serve: install  ## service vs bare FastAPI vs model alone, batch 1 and 100 (loopback)
 	$(BIN)/python benchmarks/serve_bench.py
+
+bench-serve-peer: install  ## service vs TorchServe (installed into .bench-venvs/) on the same artifact, and a profile
+	$(BIN)/python benchmarks/serve_peer_bench.py
 
 bench-deploy: install  ## throughput and p99 through nginx, 1 and 2 replicas (needs nginx and wrk)
 	$(BIN)/python benchmarks/deploy_bench.py

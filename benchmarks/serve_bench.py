@@ -220,16 +220,17 @@ class Server:
 
 
 @contextmanager
-def start_server(spec: ServerSpec) -> Iterator[Server]:
-    """Start a server on SERVER_CPU and wait until it is ready."""
+def start_server(spec: ServerSpec, log: Path | None = None) -> Iterator[Server]:
+    """Start a server on SERVER_CPU and wait until it is ready; its output appended to `log`, if given."""
     port = free_port()
-    process = subprocess.Popen(
-        ["taskset", "-c", str(SERVER_CPU), sys.executable, *(a.format(port=port) for a in spec.arguments)],
-        cwd=ROOT,
-        env={**os.environ, **{k: v.format(port=port) for k, v in spec.env.items()}},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("ab") if log else open(os.devnull, "wb") as output:
+        process = subprocess.Popen(
+            ["taskset", "-c", str(SERVER_CPU), sys.executable, *(a.format(port=port) for a in spec.arguments)],
+            cwd=ROOT,
+            env={**os.environ, **{k: v.format(port=port) for k, v in spec.env.items()}},
+            stdout=output,
+            stderr=output,
+        )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -285,10 +286,10 @@ class Connection:
         self.reader, self.writer, self.request = reader, writer, request
 
     @classmethod
-    async def open(cls, port: int, body: bytes) -> Connection:
+    async def open(cls, port: int, body: bytes, path: str = "/predict") -> Connection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         head = (
-            "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         return cls(reader, writer, head.encode() + body)
@@ -305,9 +306,11 @@ class Connection:
         self.writer.close()
 
 
-async def closed_loop(port: int, body: bytes, rows: int, connections: int, duration: float) -> Run:
-    """`connections` connections sending back to back; 1 s warm-up, then `duration` s measured."""
-    conns = [await Connection.open(port, body) for _ in range(connections)]
+async def closed_loop(
+    port: int, body: bytes, rows: int, connections: int, duration: float, path: str = "/predict"
+) -> Run:
+    """`connections` connections sending back to back to `path`; 1 s warm-up, then `duration` s measured."""
+    conns = [await Connection.open(port, body, path) for _ in range(connections)]
     start = time.perf_counter() + 1.0
     end = start + duration
     run = Run(rows, duration)
