@@ -4,7 +4,8 @@
 
 Servers, each one uvicorn worker pinned to CPU 1:
   - bare (raw body): a FastAPI endpoint that validates the raw body with a typed request model (every
-    value a RawValue, what the service checks) and returns a constant list; no logging or metrics.
+    value a RawValue, about what the service's encoder checks) and returns a constant list; no logging or
+    metrics.
   - bare (FastAPI body): the idiomatic FastAPI endpoint, `async def predict(body: TypedPredictRequest)`,
     served with uvicorn's defaults (its access log included); returns a constant list.
   - service: `python -m service` with its default settings (coalescing on, JSON access log) and
@@ -48,7 +49,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import numpy as np
@@ -56,14 +57,14 @@ import pandas as pd
 import torch
 import uvicorn
 from fastapi import FastAPI, Request
-from pydantic import Field
+from pydantic import AllowInfNan, Field, Strict, StrictStr
 
 from deepfm.artifact import export_artifact, list_versions
 from deepfm.data.dataset import to_tensors
 from deepfm.data.encoding import fit_schema
 from deepfm.data.movielens import movielens_schema
 from deepfm.data.schema import embedding_dim_for
-from service.schemas import PredictRequest, PredictResponse, RawValue
+from service.schemas import PredictRequest, PredictResponse
 from service.scoring import LoadedModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,9 +132,17 @@ def num_rows(payload: dict[str, Any]) -> int:
 # ----------------------------------------------------------------------------- servers
 
 
+INT64 = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
+RawValue = Annotated[
+    StrictStr | INT64 | Annotated[float, Strict(), AllowInfNan(False)] | list[StrictStr | INT64] | None,
+    Field(union_mode="left_to_right"),
+]
+"""A raw value as a typed FastAPI endpoint would declare it (the service's encoder judges them instead)."""
+
+
 class TypedPredictRequest(PredictRequest):
     """The predict request as a plain FastAPI app declares it: pydantic validates every value as a
-    RawValue, the checks the service makes column by column (`service.inputs`)."""
+    RawValue, about what the service's encoder checks (`deepfm.data.encoding`)."""
 
     instances: list[dict[str, RawValue]] = Field(min_length=1)
     context: dict[str, RawValue] | None = None

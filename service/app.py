@@ -24,10 +24,11 @@ from starlette.responses import Response
 
 from deepfm.errors import EncodingError
 from service.batching import Batcher
-from service.errors import ErrorDetail, InvalidInputError, MalformedRequestError, ServiceError
+from service.errors import ServiceError, as_service_error
 from service.metrics import ServiceMetrics
 from service.middleware import RequestMiddleware, error_response
 from service.openapi import with_model
+from service.predict import PredictEndpoint
 from service.registry import ModelRegistry, ReloadPoller
 from service.routes import Service, api_router
 from service.settings import Settings
@@ -44,23 +45,6 @@ Send raw feature values to `POST /predict`; `GET /schema` lists the fields a mod
 examples. Every error has the shape `{"error": {"code", "message", "details": [{"instance", "field",
 "message"}]}}`.
 """
-
-
-def as_service_error(exc: Exception) -> ServiceError:
-    """The ServiceError for an exception raised while handling a request."""
-    if isinstance(exc, ServiceError):
-        return exc
-    if isinstance(exc, EncodingError):  # the encoder refused raw values: the one place that makes it a 422
-        details = [ErrorDetail(str(p), p.row, p.field) for p in exc.problems]
-        return InvalidInputError(f"{len(details)} problem(s) in the request", details)
-    if isinstance(exc, RequestValidationError):
-        details = [ErrorDetail(e["msg"], None, ".".join(map(str, e["loc"][1:]))) for e in exc.errors()]
-        return InvalidInputError(f"{len(details)} problem(s) in the request", details)
-    if isinstance(exc, HTTPException) and exc.status_code == MalformedRequestError.status_code:
-        return MalformedRequestError(f"request body is not valid JSON: {exc.detail}")  # FastAPI's body parsing
-    if isinstance(exc, HTTPException):  # the router's 404 and 405 (with its Allow header)
-        return ServiceError.with_status(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
-    return ServiceError(str(exc))
 
 
 async def render_error(request: Request, exc: Exception) -> Response:
@@ -138,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router(service))
     for exc_class in (ServiceError, EncodingError, RequestValidationError, HTTPException):
         app.add_exception_handler(exc_class, render_error)
-    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    predict = PredictEndpoint(settings, service.registry, service.batcher, metrics)
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, predict=predict)
     app.openapi = OpenAPIDocument(app, service.registry, settings.max_batch_rows)  # type: ignore[method-assign]
     return app

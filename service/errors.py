@@ -22,6 +22,11 @@ from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from deepfm.errors import EncodingError
+
 
 @dataclass(frozen=True)
 class ErrorDetail:
@@ -134,3 +139,21 @@ class DeadlineExceededError(ServiceError):
 
     status_code, code = 504, "deadline_exceeded"
     example = "no score within the server's deadline of 5 s"
+
+
+def as_service_error(exc: Exception) -> ServiceError:
+    """The ServiceError for an exception raised while handling a request: the one place where the
+    encoder's refusals become 422s naming instance and field."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, EncodingError):
+        details = [ErrorDetail(str(p), p.row, p.field) for p in exc.problems]
+        return InvalidInputError(f"{len(details)} problem(s) in the request", details)
+    if isinstance(exc, RequestValidationError):
+        details = [ErrorDetail(e["msg"], None, ".".join(map(str, e["loc"][1:]))) for e in exc.errors()]
+        return InvalidInputError(f"{len(details)} problem(s) in the request", details)
+    if isinstance(exc, HTTPException) and exc.status_code == MalformedRequestError.status_code:
+        return MalformedRequestError(f"request body is not valid JSON: {exc.detail}")  # FastAPI's body parsing
+    if isinstance(exc, HTTPException):  # the router's 404 and 405 (with its Allow header)
+        return ServiceError.with_status(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    return ServiceError(str(exc))

@@ -155,16 +155,19 @@ class RequestSpec:
         """An instance with a known value in every field: the `rank`-th most frequent of each."""
         return {name: field.example_at(rank) for name, field in self.fields.items()}
 
-    def rows(self, instances: Sequence[Instance], context: Instance | None, strict: bool) -> Rows:
-        """Check instances and context against the fields and build columns.
+    def rows(self, instances: Sequence[Any], context: Instance | None, strict: bool) -> Rows:
+        """Check instances (each must be an object) and context against the fields and build columns.
 
         Values are left to the encoder, the one judge of what a field takes (`FeatureEncoder.encode`
         raises an EncodingError naming the field and row).
 
         Raises:
-            InvalidInputError: naming each offending instance and field: unknown fields, a field both in the
-                context and an instance, and (strict) missing or null values.
+            InvalidInputError: naming each offending instance and field: an instance that is no object,
+                unknown fields, a field both in the context and an instance, and (strict) missing or null values.
         """
+        if set(map(type, instances)) != {dict}:
+            row = next(i for i, instance in enumerate(instances) if type(instance) is not dict)
+            raise InvalidInputError("1 problem(s) in the request", [ErrorDetail("an instance must be an object", row)])
         context = context or {}
         present: set[str] = set().union(*instances)
         details = [

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 REQUEST_ID_HEADER = b"x-request-id"
 DRAIN_FACTOR = 4
 CLIENT_CLOSED = 499
+PREDICT_PATH = "/predict"
 UNTRACKED_PREFIXES = ("/health", "/metrics")
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
@@ -59,10 +60,12 @@ class RequestMiddleware:
         app: the ASGI app.
         metrics: where request counts and latencies go.
         max_body_bytes: the largest body accepted.
+        predict: the endpoint of `POST /predict`, handed its requests directly (see `service.predict`).
     """
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int, predict: ASGIApp) -> None:
         self.app = app
+        self.predict = predict
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -110,7 +113,7 @@ class RequestMiddleware:
                     await self._drain(receive, 0)
                 await error_response(self._too_large())(scope, receive, send_with_id)
             else:  # a body within its declared length needs no counting; the HTTP parser holds it to it
-                await self.app(scope, receive if declared is not None else limited_receive, send_with_id)
+                await self._dispatch(scope, receive if declared is not None else limited_receive, send_with_id)
         except ClientDisconnect:
             status = CLIENT_CLOSED
             logger.info("client disconnected before its request was read", extra={"path": scope["path"]})
@@ -123,6 +126,15 @@ class RequestMiddleware:
         finally:
             self._record(scope, status, time.perf_counter() - start)
             request_id.reset(token)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] != PREDICT_PATH:
+            await self.app(scope, receive, send)
+        elif scope["method"] == "POST":
+            await self.predict(scope, receive, send)
+        else:
+            not_allowed = ServiceError.with_status(405, "Method Not Allowed", headers={"Allow": "POST"})
+            await error_response(not_allowed)(scope, receive, send)
 
     def _too_large(self) -> PayloadTooLargeError:
         return PayloadTooLargeError(
@@ -142,6 +154,8 @@ class RequestMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route: str = getattr(scope.get("route"), "path", "<unmatched>")
+        if scope["path"] == PREDICT_PATH:
+            route = PREDICT_PATH
         method: str = scope["method"] if scope["method"] in METHODS else "other"
         duration_ms = round(seconds * 1000, 3)
         if route.startswith(UNTRACKED_PREFIXES):

@@ -1,5 +1,7 @@
-"""The OpenAPI document: the request envelope from `service.schemas`, each instance's fields, their raw
-value types (`deepfm.data.encoding.raw_value_schema`) and the examples from the serving model's schema.
+"""The OpenAPI document: FastAPI's, of the routes, plus `POST /predict` (a plain ASGI endpoint) declared
+here: its envelope from `service.schemas`, each instance's fields, their raw value types
+(`deepfm.data.encoding.raw_value_schema`) and the examples from the serving model's schema, and
+each error with its own example.
 
 A model trained on an ad log documents ad fields: the document is rebuilt when the default model's
 serving version changes.
@@ -10,11 +12,82 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from pydantic.json_schema import models_json_schema
+
+from service.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    MalformedRequestError,
+    ModelError,
+    NotFoundError,
+    NotReadyError,
+    PayloadTooLargeError,
+    ServiceError,
+)
 from service.inputs import RequestSpec
-from service.schemas import PredictRequest
+from service.schemas import ErrorResponse, PredictRequest, PredictResponse
 from service.scoring import LoadedModel
 
 REF = "#/components/schemas/{model}"
+PREDICT_ERRORS = (
+    MalformedRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+    InvalidInputError,
+    ServiceError,
+    ModelError,
+    NotReadyError,
+    DeadlineExceededError,
+)
+PREDICT_DESCRIPTION = """Click probabilities for raw feature rows, in the order given.
+
+Values are raw, as a client has them: the service applies the model's transforms and vocabularies,
+and unknown values score as unknown (OOV). Missing or null fields score as unknown too, or are
+refused in strict mode. Fields shared by every row go in `context`."""
+
+
+def error_responses(*errors: type[ServiceError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error responses, all in the one error shape, each error with its own example."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = responses.setdefault(
+            error.status_code,
+            {
+                "description": "",
+                "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}},
+            },
+        )
+        entry["description"] = " ".join(filter(None, [entry["description"], error.__doc__ or error.code]))
+        examples = entry["content"]["application/json"].setdefault("examples", {})
+        examples[error.code] = {"summary": error.code, "value": error.example_body()}
+    return responses
+
+
+def predict_operation() -> dict[str, Any]:
+    """The OpenAPI operation of `POST /predict`."""
+    json_of = {"application/json": {"schema": {"$ref": REF.format(model="PredictRequest")}}}
+    return {
+        "summary": "Score instances",
+        "description": PREDICT_DESCRIPTION,
+        "operationId": "predict",
+        "requestBody": {"required": True, "content": json_of},
+        "responses": {
+            "200": {
+                "description": "Click probabilities",
+                "content": {"application/json": {"schema": {"$ref": REF.format(model="PredictResponse")}}},
+            },
+            **{str(status): entry for status, entry in error_responses(*PREDICT_ERRORS).items()},
+        },
+    }
+
+
+def _components() -> dict[str, Any]:
+    """The JSON schemas of the bodies the document names by reference, nested ones included."""
+    _, definitions = models_json_schema(
+        [(PredictRequest, "validation"), (PredictResponse, "serialization"), (ErrorResponse, "serialization")],
+        ref_template=REF,
+    )
+    return dict(definitions["$defs"])
 
 
 def instance_schema(spec: RequestSpec) -> dict[str, Any]:
@@ -58,15 +131,16 @@ def with_model(document: dict[str, Any], model: LoadedModel | None, max_instance
     """`document` (FastAPI's, from the routes) with the predict body described for `model`; for the
     envelope alone while no model is loaded. `max_instances`: the service's max_batch_rows."""
     document = copy.deepcopy(document)
+    document["paths"] = {"/predict": {"post": predict_operation()}, **document["paths"]}
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    request = PredictRequest.model_json_schema(ref_template=REF)
+    schemas.update(_components())
+    request = schemas["PredictRequest"]
     request["properties"]["instances"]["maxItems"] = max_instances
-    schemas["PredictRequest"] = request
     if model is None:
         return document
     schemas["Instance"] = instance_schema(model.spec)
     instance_ref = {"$ref": REF.format(model="Instance")}
-    request["properties"]["instances"]["items"] = instance_ref
+    request["properties"]["instances"]["items"] = instance_ref  # what `service.inputs` checks of each
     context = request["properties"]["context"]
     context["anyOf"] = [instance_ref, {"type": "null"}]
     body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]

@@ -1,39 +1,32 @@
-"""The HTTP API: predict, schema, models, health, metrics, and admin reload and promotion."""
+"""The HTTP API but predict (`service.predict`): schema, models, health, metrics, admin reload and promotion."""
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.batching import Batcher
 from service.errors import (
-    DeadlineExceededError,
     ForbiddenError,
     InvalidInputError,
     MalformedRequestError,
-    ModelError,
     NotFoundError,
     NotReadyError,
-    PayloadTooLargeError,
-    ServiceError,
     UnauthorizedError,
 )
 from service.metrics import ServiceMetrics
+from service.openapi import error_responses
 from service.registry import ModelRegistry
 from service.schemas import (
-    ErrorResponse,
     HealthResponse,
     ModelsResponse,
-    PredictResponse,
     PromoteRequest,
     ReloadResponse,
     SchemaResponse,
-    parse_predict_request,
 )
 from service.settings import Settings
 
@@ -52,29 +45,8 @@ _bearer = HTTPBearer(auto_error=False, description="The service's admin_token.")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def _errors(*errors: type[ServiceError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for error responses, all in the one error shape, each with its own example."""
-    responses: dict[int | str, dict[str, Any]] = {}
-    for error in errors:
-        entry = responses.setdefault(
-            error.status_code, {"model": ErrorResponse, "description": "", "content": {"application/json": {}}}
-        )
-        entry["description"] = " ".join(filter(None, [entry["description"], error.__doc__ or error.code]))
-        examples = entry["content"]["application/json"].setdefault("examples", {})
-        examples[error.code] = {"summary": error.code, "value": error.example_body()}
-    return responses
-
-
-PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
-    }
-}
-
-
 def api_router(service: Service) -> APIRouter:
-    """The routes, bound to one Service (a closure: the predict path resolves no dependencies)."""
+    """The routes, bound to one Service."""
     router = APIRouter()
     settings, registry, batcher, metrics = service.settings, service.registry, service.batcher, service.metrics
 
@@ -90,46 +62,9 @@ def api_router(service: Service) -> APIRouter:
         if not is_admin(credentials):
             raise UnauthorizedError("a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
 
-    @router.post(
-        "/predict",
-        response_model=PredictResponse,
-        response_model_exclude_none=True,
-        summary="Score instances",
-        responses=_errors(
-            MalformedRequestError,
-            NotFoundError,
-            PayloadTooLargeError,
-            InvalidInputError,
-            ServiceError,
-            ModelError,
-            NotReadyError,
-            DeadlineExceededError,
-        ),
-        openapi_extra=PREDICT_BODY,
+    @router.get(
+        "/schema", summary="Request fields of a model", responses=error_responses(NotFoundError, InvalidInputError)
     )
-    async def predict(request: Request) -> Response:
-        """Click probabilities for raw feature rows, in the order given.
-
-        Values are raw, as a client has them: the service applies the model's transforms and
-        vocabularies, and unknown values score as unknown (OOV). Missing or null fields score as
-        unknown too, or are refused in strict mode. Fields shared by every row go in `context`.
-        """
-        body = parse_predict_request(await request.body())
-        if len(body.instances) > settings.max_batch_rows:
-            limit = settings.max_batch_rows
-            raise InvalidInputError(f"{len(body.instances)} instances, more than max_batch_rows ({limit})")
-        model = registry.get(body.model, body.version)
-        rows = model.spec.rows(body.instances, body.context, settings.strict if body.strict is None else body.strict)
-        metrics.request_rows.labels(model.name).observe(rows.num_rows)
-        scores = await batcher.score(model, rows)
-        top_k = None if body.top_k is None else np.argsort(-scores, kind="stable")[: body.top_k].tolist()
-        response = PredictResponse.model_construct(
-            model=model.name, version=model.version, predictions=scores.tolist(), top_k=top_k
-        )
-        # valid by construction: serialised here, skipping FastAPI's re-validation of the response
-        return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
-
-    @router.get("/schema", summary="Request fields of a model", responses=_errors(NotFoundError, InvalidInputError))
     async def schema(model: str | None = None, version: int | None = None) -> SchemaResponse:
         """The fields a client sends to a model (the default one unless named), with examples, and its metrics."""
         loaded = registry.get(model, version)
@@ -155,7 +90,7 @@ def api_router(service: Service) -> APIRouter:
         """200 while the process runs."""
         return HealthResponse(status="alive")
 
-    @router.get("/health/ready", summary="Readiness", responses=_errors(NotReadyError))
+    @router.get("/health/ready", summary="Readiness", responses=error_responses(NotReadyError))
     async def ready() -> HealthResponse:
         """200 once the default model is loaded, verified and warmed up, and the scoring worker runs."""
         if not (registry.ready and batcher.running):
@@ -172,7 +107,7 @@ def api_router(service: Service) -> APIRouter:
         "/admin/reload",
         summary="Load new model versions now",
         dependencies=[Depends(require_admin)],
-        responses=_errors(UnauthorizedError, ForbiddenError),
+        responses=error_responses(UnauthorizedError, ForbiddenError),
     )
     def reload() -> ReloadResponse:
         """Scan the store now and apply the promotion rule to each model that is not pinned (as the poller does)."""
@@ -182,7 +117,9 @@ def api_router(service: Service) -> APIRouter:
         "/admin/promote",
         summary="Serve a version on purpose",
         dependencies=[Depends(require_admin)],
-        responses=_errors(MalformedRequestError, UnauthorizedError, ForbiddenError, NotFoundError, InvalidInputError),
+        responses=error_responses(
+            MalformedRequestError, UnauthorizedError, ForbiddenError, NotFoundError, InvalidInputError
+        ),
     )
     def promote(body: PromoteRequest) -> ReloadResponse:
         """Serve a version of a model whatever the promotion gate says (a held one, or a rollback) until a newer
