@@ -30,6 +30,7 @@ class ServiceMetrics:
     """The service's metrics, registered in their own registry (so each app, and test, has its own)."""
 
     def __init__(self) -> None:
+        self._score_children: dict[str, tuple[list[Counter], Counter]] = {}
         self.registry = CollectorRegistry()
         registry = self.registry
         self.requests = Counter(
@@ -95,12 +96,15 @@ class ServiceMetrics:
 
     def observe_scores(self, model: str, scores: np.ndarray) -> None:
         """Count finite click probabilities into the score buckets."""
+        children = self._score_children.get(model)
+        if children is None:  # the labelled series of a model, looked up once
+            buckets = [self.score_buckets.labels(model, bound) for bound in (*SCORE_BUCKET_LABELS, "+Inf")]
+            children = self._score_children[model] = (buckets, self.score_sum.labels(model))
         counts = np.searchsorted(np.sort(scores), SCORE_BUCKETS, side="right")  # rows <= each bound
-        for bound, count in zip(SCORE_BUCKET_LABELS, counts.tolist(), strict=True):
+        for bucket, count in zip(children[0], [*counts.tolist(), len(scores)], strict=True):
             if count:
-                self.score_buckets.labels(model, bound).inc(count)
-        self.score_buckets.labels(model, "+Inf").inc(len(scores))
-        self.score_sum.labels(model).inc(float(scores.sum()))
+                bucket.inc(count)
+        children[1].inc(float(scores.sum()))
 
     def set_serving(self, model: str, version: int, previous: int | None) -> None:
         """Record that `model` now serves `version` instead of `previous`."""
