@@ -123,7 +123,7 @@ def _train_steps(
         batch, labels = batches[step % len(batches)]
         optimizer.zero_grad(set_to_none=True)
         loss: Tensor = functional.binary_cross_entropy_with_logits(model(batch), labels)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         optimizer.step()
         losses.append(float(loss))
     return losses

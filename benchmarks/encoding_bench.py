@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepfm.config import DATA_DIR_ENV, ExperimentConfig
+from deepfm.config import DATA_DIR_ENV, ExperimentConfig, MovieLensConfig
 from deepfm.data.encoding import EncodedBatch, FeatureEncoder
 from deepfm.data.movielens import MovieLensAdapter
 
@@ -96,7 +96,9 @@ def main() -> None:
     if shared.is_dir():
         os.environ.setdefault(DATA_DIR_ENV, str(shared))
 
-    adapter = MovieLensAdapter(ExperimentConfig().data)
+    config = ExperimentConfig().data
+    assert isinstance(config, MovieLensConfig)
+    adapter = MovieLensAdapter(config)
     adapter.build()
     encoder: FeatureEncoder = adapter.encoder
     frame = raw_frame(adapter, args.rows)

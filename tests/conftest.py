@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfm.config import DATA_DIR_ENV, ExperimentConfig
+from deepfm.config import DATA_DIR_ENV, ExperimentConfig, MovieLensConfig
 from deepfm.data.dataset import CTRDataset
 from deepfm.data.movielens import MovieLensAdapter
 from deepfm.data.schema import DatasetSchema
@@ -34,5 +34,7 @@ def movielens(movielens_dir: Path) -> tuple[MovieLensAdapter, Built]:
     Shared by every test of the session: read it, never mutate it (resample the train set of an
     adapter of your own).
     """
-    adapter = MovieLensAdapter(ExperimentConfig().data)
+    config = ExperimentConfig().data
+    assert isinstance(config, MovieLensConfig)
+    adapter = MovieLensAdapter(config)
     return adapter, adapter.build()

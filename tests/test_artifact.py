@@ -1,3 +1,5 @@
+# mypy: disable-error-code="no-untyped-def"
+# (the Unscriptable test model below is untyped on purpose: TorchScript must refuse it)
 """The exported artifact: versioned atomic export, and a loader that names the file at fault."""
 
 # No `from __future__ import annotations`: TorchScript reads the model classes' annotations as objects.
@@ -33,6 +35,9 @@ from deepfm.errors import ArtifactError
 NAME = "tiny"
 CONFIG = {"model": {"name": "tiny", "dnn_hidden_units": [4, 2]}, "training": {"lr": 5e-4}}
 METRICS = {"auc": 0.75, "logloss": 0.5}
+
+
+is_scripting = torch.jit.is_scripting  # type: ignore[attr-defined]  # torch.jit does not export it
 
 
 class TinyCTR(nn.Module):
@@ -84,7 +89,7 @@ class ScriptShifted(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         logits: Tensor = self.model(batch)
-        if torch.jit.is_scripting():
+        if is_scripting():
             return logits + self.shift
         return logits
 
@@ -92,7 +97,7 @@ class ScriptShifted(nn.Module):
 class Unscriptable(nn.Module):
     """`batch` is unannotated, so TorchScript takes it for a Tensor and cannot index it by name."""
 
-    def forward(self, batch):
+    def forward(self, batch):  # untyped on purpose (no type comment either: TorchScript reads those)
         return batch["user"].float()
 
 

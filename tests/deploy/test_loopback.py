@@ -211,8 +211,8 @@ def test_a_request_a_model_scores_nan_fails_alone_and_wedges_no_replica(tmp_path
         count = len(load.snapshot())
         load.wait_for(count + 40, timeout=20)
         assert answered_by == {r.address for r in dep.replicas.values()}  # both took a poisoned request
-        for replica in dep.replicas.values():
-            assert httpx.get(f"{replica.url}/health/ready", timeout=5).status_code == 200
+        for running in dep.replicas.values():
+            assert httpx.get(f"{running.url}/health/ready", timeout=5).status_code == 200
     outcomes = load.snapshot()
     assert not load.failures(), load.failures()[:5]
     assert {o.version for o in outcomes} == {nan_version}

@@ -180,7 +180,7 @@ def test_dense_embedding_loads_the_linear_layout_of_older_checkpoints(mixed_sche
     old = trained.state_dict()
     for tables in ("second_order_embeddings", "first_order_embeddings"):  # nn.Linear(1, dim) held (dim, 1)
         old[f"{tables}.price.linear.weight"] = old.pop(f"{tables}.price.weight").T.clone()
-        old._metadata[f"{tables}.price"]["version"] = 1  # what nn.Module records for a module without _version
+        old._metadata[f"{tables}.price"]["version"] = 1  # type: ignore[attr-defined]  # state dicts carry it
     loaded = FeatureEmbedding(mixed_schema, 8)
     loaded.load_state_dict(old)
     for name, tensor in trained.state_dict().items():

@@ -138,7 +138,7 @@ class Trained:
     def instances(self, count: int, start: int = 0) -> list[Instance]:
         """Raw training rows as request instances (genres as lists)."""
         rows = self.frame.drop(columns="label").iloc[start : start + count].to_dict("records")
-        return [{**row, "genres": row["genres"].split("|")} for row in rows]
+        return [{**{str(k): v for k, v in row.items()}, "genres": row["genres"].split("|")} for row in rows]
 
     def eager_scores(self, instances: list[Instance], model: nn.Module | None = None) -> np.ndarray:
         """Offline probabilities of the eager model, encoded by FeatureEncoder from the same raw rows."""

@@ -73,7 +73,7 @@ def train_cli(args: list[str], store: Path, name: str, runs: Path) -> Trained:
     baseline = LogisticRegression(schema)
     Trainer(baseline, run.config.training).fit(train, val)
     baseline_auc = evaluate(probabilities_of(baseline), test, 4096)["auc"]
-    rows = source.splits["test"]
+    rows = source.splits["test"]  # type: ignore[attr-defined]
     if "query" in rows:  # MovieLens: raw attributes of each (user, movie) row
         labels = rows["label"].to_numpy()
         rows = source.raw_rows(rows)  # type: ignore[attr-defined]

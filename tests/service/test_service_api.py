@@ -225,7 +225,7 @@ def test_oversized_body_is_413(make_client: MakeClient, trained: Trained) -> Non
 def test_missing_and_null_fields_score_as_oov_and_are_counted(client: TestClient, trained: Trained) -> None:
     before = metric(client, "deepfm_oov_rows_total", model=MODEL_NAME, field="gender")
     rows_before = metric(client, "deepfm_rows_scored_total", model=MODEL_NAME, version="1")
-    instances = [{"movie_id": 3}, {"gender": None, "movie_id": 4}, {"gender": "F", "movie_id": 5}]
+    instances: list[dict[str, Any]] = [{"movie_id": 3}, {"gender": None, "movie_id": 4}, {"gender": "F", "movie_id": 5}]
     response = client.post("/predict", json={"instances": instances})
     assert response.status_code == 200
     np.testing.assert_allclose(response.json()["predictions"], trained.eager_scores(instances), atol=1e-6, rtol=0)

@@ -134,7 +134,7 @@ def test_a_stopped_worker_refuses_requests(store: Path, trained: Trained) -> Non
     assert outcomes[0].status_code == 503
 
 
-def assert_same_encoding(trained: Trained, parts: list[tuple[list[dict[str, Any]], dict[str, Any] | None]]) -> None:
+def assert_same_encoding(trained: Trained, parts: list[tuple[list[Any], dict[str, Any] | None]]) -> None:
     """Encoding requests together, contexts once each, equals encoding every row with its context merged in."""
     encoder, spec = FeatureEncoder(trained.schema), RequestSpec(trained.schema)
     merged = encode_rows(encoder, [spec.rows(rows, context, strict=False) for rows, context in parts])
@@ -150,7 +150,7 @@ def assert_same_encoding(trained: Trained, parts: list[tuple[list[dict[str, Any]
 def test_merged_encoding_equals_encoding_each_row(trained: Trained) -> None:
     instances = trained.instances(6) + UNKNOWN_INSTANCES
     user = {k: instances[0][k] for k in ("user_id", "gender", "age", "occupation")}
-    movies = [{"movie_id": 5, "genres": ["Drama"]}, {"movie_id": 6}]
+    movies: list[dict[str, Any]] = [{"movie_id": 5, "genres": ["Drama"]}, {"movie_id": 6}]
     assert_same_encoding(
         trained,
         [
@@ -172,14 +172,13 @@ def test_score_buckets_equal_a_histogram_observing_one_by_one() -> None:
     metrics.observe_scores("m", values)
     for value in values.tolist():
         reference.observe(value)
-    expected = {s.labels["le"]: s.value for s in reference.collect()[0].samples if s.name == "reference_bucket"}
-    got = {
-        s.labels["le"]: s.value
-        for s in metrics.score_buckets.collect()[0].samples
-        if s.name.endswith("_total") and s.labels["model"] == "m"
-    }
+    (reference_family,) = reference.collect()
+    expected = {s.labels["le"]: s.value for s in reference_family.samples if s.name == "reference_bucket"}
+    (buckets,) = metrics.score_buckets.collect()
+    got = {s.labels["le"]: s.value for s in buckets.samples if s.name.endswith("_total") and s.labels["model"] == "m"}
     assert {le: count for le, count in expected.items() if count} == got
-    (total,) = [s.value for s in metrics.score_sum.collect()[0].samples if s.name.endswith("_total")]
+    (sums,) = metrics.score_sum.collect()
+    (total,) = [s.value for s in sums.samples if s.name.endswith("_total")]
     assert total == pytest.approx(float(values.sum()), rel=1e-6)
 
 

@@ -109,9 +109,8 @@ def test_a_streamed_response_is_written_step_by_step() -> None:
 async def serving(limits: ConnectionLimits = LIMITS) -> AsyncIterator[tuple[str, int]]:
     """`app` served by uvicorn with `Connection` and `limits` on a loopback port."""
     sock = socket.create_server(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app, http=partial(Connection, limits=limits), loop="asyncio", lifespan="off", log_level="warning"
-    )  # type: ignore[arg-type]
+    protocol = partial(Connection, limits=limits)  # uvicorn calls it as it calls a protocol class
+    config = uvicorn.Config(app, http=protocol, loop="asyncio", lifespan="off", log_level="warning")  # type: ignore[arg-type]
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)

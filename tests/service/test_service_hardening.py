@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from serving_helpers import MODEL_NAME, MakeClient, Trained, metric
 from torch import Tensor, nn
 
@@ -182,7 +183,9 @@ def gated_store(tmp_path: Path, trained: Trained, retrained: nn.Module) -> Path:
 
 
 def gated_client(store: Path, **overrides: Any) -> TestClient:
-    settings = Settings(models_store=store, poll_interval_s=0, torch_threads=1, admin_token=TOKEN, **overrides)
+    settings = Settings(
+        models_store=store, poll_interval_s=0, torch_threads=1, admin_token=SecretStr(TOKEN), **overrides
+    )
     return TestClient(create_app(settings))
 
 
