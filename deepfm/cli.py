@@ -27,9 +27,14 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from deepfm.training.distributed import process_group
     from deepfm.training.experiment import export_run, train_experiment
 
-    run = train_experiment(_config(args), args.run_dir)
+    config = _config(args)
+    with process_group(config.training.device) as world:
+        run = train_experiment(config, args.run_dir)
+    if not world.is_primary:
+        return 0
     print(json.dumps({"run_dir": str(run.run_dir), "test": run.metrics["test"]}, indent=2))
     if args.export:
         print(f"exported {export_run(run, args.store, args.name)}")
