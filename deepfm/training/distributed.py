@@ -88,6 +88,15 @@ class World:
     def _collective_device(self) -> torch.device:
         return self.device if dist.get_backend() == dist.Backend.NCCL else torch.device("cpu")
 
+    def share(self, batch_size: int) -> int:
+        """This process's rows of a step of `batch_size` rows over all processes."""
+        if batch_size % self.size:
+            raise ConfigError(
+                f"training.batch_size={batch_size} must be a multiple of the {self.size} processes: "
+                "it is the rows of one step, split evenly over them"
+            )
+        return batch_size // self.size
+
     def wrap(self, model: nn.Module) -> nn.Module:
         """`model` in DistributedDataParallel (which broadcasts rank 0's weights now), or itself alone."""
         if self.size == 1:

@@ -135,12 +135,7 @@ class Trainer:
         self.world = World.current(config.device)
         if config.amp and self.world.device.type != "cuda":
             raise ConfigError(f"training.amp needs a CUDA device; training.device={config.device!r} is the CPU here")
-        if config.batch_size % self.world.size:
-            raise ConfigError(
-                f"training.batch_size={config.batch_size} must be a multiple of the {self.world.size} processes: "
-                "it is the rows of one step, split evenly over them"
-            )
-        self.batch_size = config.batch_size // self.world.size  # this process's rows per step
+        self.batch_size = self.world.share(config.batch_size)  # this process's rows per step
         self.model = model.to(self.world.device)
         self.network = self.world.wrap(self.model)  # what the training step runs: DDP or the model itself
         if self.world.rank > 0:  # its own dropout masks (the weights came from rank 0's seed)
