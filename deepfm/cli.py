@@ -4,6 +4,9 @@ deepfm train --config configs/deepfm_movielens.yaml [--override training.lr=5e-4
 deepfm evaluate --artifact models_store/deepfm/1
 deepfm export --run runs/deepfm_movielens/<run> [--store models_store]
 deepfm serve [--host 0.0.0.0] [--port 8000] [--workers 1]
+
+`python -m deepfm` is the same command. Training runs on a GPU when there is one (training.device=auto);
+under torchrun it is data-parallel over the processes it starts (see `deepfm train --help`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,20 @@ from deepfm.config import ExperimentConfig
 from deepfm.errors import DeepFMError
 
 DEFAULT_STORE = "models_store"
+TRAIN_DESCRIPTION = """\
+Train a model with early stopping on validation AUC, test it, and write config.yaml, metrics.json,
+curves.png and checkpoint.pt into a run directory.
+
+Devices: -o training.device=auto (the default: CUDA when available) | cpu | cuda, and
+-o training.amp=true for mixed precision on CUDA.
+  one GPU:      deepfm train --config C.yaml -o training.device=cuda
+  N processes:  torchrun --standalone --nproc-per-node=N -m deepfm train --config C.yaml
+  N machines:   on each: torchrun --nnodes=N --nproc-per-node=GPUS_PER_MACHINE --rdzv-backend=c10d \\
+                  --rdzv-endpoint=HOST:29400 --rdzv-id=JOB -m deepfm train --config C.yaml
+Under torchrun each process trains on its shard of every epoch's rows (one GPU each with NCCL, or
+the CPU with gloo); training.batch_size is the rows of one step over all processes; rank 0 alone
+writes the run directory and exports.
+"""
 
 
 def _config(args: argparse.Namespace) -> ExperimentConfig:
@@ -92,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train and test a model on MovieLens-100K; writes a run directory",
-        description="Train a model with early stopping on validation AUC, test it, and write config.yaml, "
-        "metrics.json, curves.png and checkpoint.pt into a run directory.",
+        description=TRAIN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     with_config(train)
     train.add_argument("--run-dir", type=Path, help="run directory (default: <training.output_dir>/<name>/<stamp>)")
