@@ -127,7 +127,15 @@ def test_a_rank_whose_rows_index_only_the_padding_row_trains_with_gloo(tmp_path:
         assert torch.count_nonzero(table[1:]) > 0, name
 
 
-# ---- one process: sharding rules and devices -----------------------------------------------------
+# ---- one process: the command, sharding rules and devices ----------------------------------------
+
+
+def test_python_m_deepfm_is_the_command_and_its_help_says_how_to_launch() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "deepfm", "train", "--help"], capture_output=True, text=True, timeout=60, check=True
+    )
+    for line in ("-o training.device=cuda", "torchrun --standalone --nproc-per-node=N -m deepfm train", "--nnodes=N"):
+        assert line in result.stdout
 
 
 @pytest.mark.parametrize(("num_rows", "world_size", "batch_size"), [(10, 2, 3), (11, 2, 2), (7, 3, 1), (2, 4, 1)])
