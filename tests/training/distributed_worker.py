@@ -5,7 +5,8 @@
     torchrun ... distributed_worker.py OUT padding       a tiny DeepFM whose rank-1 rows are all OOV
                                                          (padding index 0 in every field)
 
-Either way the process then saves the weights it ended with to OUT/rank<RANK>.pt, so the test can
+Either way the process then saves what it ended with to OUT/rank<RANK>.pt (weights and batch-norm
+statistics, each epoch's validation metrics and learning rate, the test metrics), so the test can
 compare the ranks. That file is the harness's; the run directory and the store are the product's.
 """
 
@@ -29,28 +30,29 @@ from deepfm.data.encoding import FeatureEncoder, fit_schema
 from deepfm.models import build_model
 from deepfm.training import experiment
 from deepfm.training.distributed import process_group
-from deepfm.training.trainer import Trainer
+from deepfm.training.trainer import History, Trainer
+
+Outcome = tuple[nn.Module, History, dict[str, float]]
 
 
-def run_cli(args: list[str]) -> nn.Module:
-    """`deepfm ARGS`; the model `train_experiment` returned (the real function, observed)."""
-    trained: list[nn.Module] = []
+def run_cli(args: list[str]) -> Outcome:
+    """`deepfm ARGS`; what `train_experiment` returned (the real function, observed)."""
+    runs: list[experiment.RunResult] = []
     real = experiment.train_experiment
 
     def observed(*positional: object, **named: object) -> experiment.RunResult:
-        run = real(*positional, **named)  # type: ignore[arg-type]
-        trained.append(run.model)
-        return run
+        runs.append(real(*positional, **named))  # type: ignore[arg-type]
+        return runs[-1]
 
     experiment.train_experiment = observed  # type: ignore[assignment]
     code = cli.main(args)
     if code != 0:
         sys.exit(code)
-    (model,) = trained
-    return model
+    (run,) = runs
+    return run.model, run.history, run.metrics["test"]
 
 
-def run_padding() -> nn.Module:
+def run_padding() -> Outcome:
     """Two epochs in which every row of rank 1 indexes only the padding (OOV) row of every table."""
     frame = raw_frame(512, seed=1)
     schema = fit_schema(base_schema(), frame.drop(columns="label"))
@@ -61,14 +63,16 @@ def run_padding() -> nn.Module:
         own = {name: torch.zeros_like(v) for name, v in features.items()} if world.rank == 1 else features
         torch.manual_seed(0)
         model = build_model("deepfm", schema, fm_embed_dim=8, dnn_hidden_units=(16,), dnn_dropout=0.0)
-        Trainer(model, config).fit(CTRDataset(own, labels), CTRDataset(features, labels))
-    return model
+        history = Trainer(model, config).fit(CTRDataset(own, labels), CTRDataset(features, labels))
+    return model, history, {}
 
 
 def main() -> None:
     out, mode, *args = sys.argv[1:]
-    model = run_cli(args) if mode == "cli" else run_padding()
-    torch.save(model.state_dict(), Path(out) / f"rank{os.environ['RANK']}.pt")
+    model, history, test = run_cli(args) if mode == "cli" else run_padding()
+    decisions = [(e.epoch, e.train_loss, e.val_auc, e.val_logloss, e.lr) for e in history.epochs]
+    outcome = {"state_dict": model.state_dict(), "epochs": decisions, "best_epoch": history.best_epoch, "test": test}
+    torch.save(outcome, Path(out) / f"rank{os.environ['RANK']}.pt")
 
 
 if __name__ == "__main__":

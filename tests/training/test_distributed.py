@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -58,16 +59,24 @@ def torchrun(out: Path, *args: str, timeout: float = 240) -> subprocess.Complete
     return result
 
 
-def rank_states(out: Path) -> list[dict[str, torch.Tensor]]:
+def rank_outcomes(out: Path) -> list[dict[str, Any]]:
+    """What each rank ended with (distributed_worker.py): state_dict, epochs, best_epoch, test."""
     return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(NUM_PROCESSES)]
 
 
-def assert_identical(states: list[dict[str, torch.Tensor]]) -> None:
-    first, *others = states
+def assert_identical(outcomes: list[dict[str, Any]]) -> None:
+    """The same weights and batch-norm statistics, and the same decisions, on every rank."""
+    first, *others = outcomes
     for other in others:
-        assert other.keys() == first.keys()
-        for name, value in first.items():
-            assert torch.equal(other[name], value), f"{name} differs between ranks"
+        assert other["state_dict"].keys() == first["state_dict"].keys()
+        for name, value in first["state_dict"].items():
+            assert torch.equal(other["state_dict"][name], value), f"{name} differs between ranks"
+        # Training loss, validation metrics and learning rate per epoch, the kept epoch, the test metrics.
+        assert (other["epochs"], other["best_epoch"], other["test"]) == (
+            first["epochs"],
+            first["best_epoch"],
+            first["test"],
+        )
 
 
 def test_torchrun_trains_one_model_that_is_exported_once_and_served(tmp_path: Path, movielens_dir: Path) -> None:
@@ -76,9 +85,9 @@ def test_torchrun_trains_one_model_that_is_exported_once_and_served(tmp_path: Pa
     args = [arg for item in overrides for arg in ("-o", item)]
     result = torchrun(tmp_path, "cli", "train", *args, "--export", "--store", str(store))
 
-    # One model: every rank ends with the same weights and batch-norm statistics.
-    states = rank_states(tmp_path)
-    assert_identical(states)
+    # One model: every rank ends with the same weights, batch-norm statistics and decisions.
+    outcomes = rank_outcomes(tmp_path)
+    assert_identical(outcomes)
     # Rank 0 alone wrote: one run directory, one artifact version, one JSON summary on stdout.
     (run_dir,) = (runs / "deepfm_movielens").iterdir()
     assert list_versions(store, "deepfm") == [1]
@@ -86,7 +95,8 @@ def test_torchrun_trains_one_model_that_is_exported_once_and_served(tmp_path: Pa
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["history"]["epochs"]) == 2
     run = load_run(run_dir)
-    torch.testing.assert_close(run.model.state_dict(), states[0], rtol=0, atol=0)
+    torch.testing.assert_close(run.model.state_dict(), outcomes[0]["state_dict"], rtol=0, atol=0)
+    assert outcomes[0]["test"] == metrics["test"]
 
     # The test metrics, sharded over the ranks and gathered, are what one process computes for those weights.
     config = ExperimentConfig().with_overrides(overrides)
@@ -118,9 +128,11 @@ def test_torchrun_trains_one_model_that_is_exported_once_and_served(tmp_path: Pa
 def test_a_rank_whose_rows_index_only_the_padding_row_trains_with_gloo(tmp_path: Path) -> None:
     """PyTorch #87497: gloo failed when one process's batch indexed only an embedding's padding_idx."""
     torchrun(tmp_path, "padding")
-    states = rank_states(tmp_path)
-    assert_identical(states)
-    tables = {name: v for name, v in states[0].items() if "embeddings." in name and name.endswith(".weight")}
+    outcomes = rank_outcomes(tmp_path)
+    assert_identical(outcomes)
+    assert len(outcomes[0]["epochs"]) == 2
+    state = outcomes[0]["state_dict"]
+    tables = {name: v for name, v in state.items() if "embeddings." in name and name.endswith(".weight")}
     assert tables
     for name, table in tables.items():
         assert torch.count_nonzero(table[0]) == 0, f"{name}: the padding (OOV) row was updated"
