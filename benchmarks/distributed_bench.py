@@ -76,6 +76,7 @@ def run(model: str, way: str, overrides: list[str], scratch: Path) -> dict[str, 
         "model": model,
         "way": way,
         "samples_per_second": statistics.median(e["samples_per_second"] for e in epochs),
+        "epoch_samples_per_second": [e["samples_per_second"] for e in epochs],
         "wall_seconds": wall,
         "epochs": len(epochs),
         "best_epoch": metrics["history"]["best_epoch"],
@@ -97,16 +98,18 @@ def report(results: list[dict[str, Any]], invocation: str) -> str:
         f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}, torch {torch.__version__}; "
         "gloo over loopback for the 2-process runs.",
         "",
-        "| model | processes x threads | samples/s (median over epochs) | wall s | epochs | kept epoch | "
+        "| model | processes x threads | samples/s: median (min-max) over epochs | wall s | epochs | kept epoch | "
         + " | ".join(f"test {k}" for k in TEST_METRICS)
         + " | cores busy | steal | others' CPU |",
         "|---|---|---|---|---|---|" + "---|" * len(TEST_METRICS) + "---|---|---|",
     ]
     for r in results:
         test = " | ".join(f"{r['test'][k]:.4f}" for k in TEST_METRICS)
+        low, high = min(r["epoch_samples_per_second"]), max(r["epoch_samples_per_second"])
         lines.append(
-            f"| {r['model']} | {r['way'].replace('x', ' x ')} | {r['samples_per_second']:,.0f} "
-            f"| {r['wall_seconds']:.0f} | {r['epochs']} | {r['best_epoch']} | {test} "
+            f"| {r['model']} | {r['way'].replace('x', ' x ')} "
+            f"| {r['samples_per_second']:,.0f} ({low:,.0f}-{high:,.0f}) | {r['wall_seconds']:.0f} "
+            f"| {r['epochs']} | {r['best_epoch']} | {test} "
             f"| {r['machine_busy']:.0%} | {r['machine_steal']:.1%} | {r['others_cpu']:.0%} |"
         )
     lines += ["", "Ratio 2 x 1 / 1 x 2 of training samples/s, per model (medians over repeats):", ""]
