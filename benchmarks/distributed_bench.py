@@ -1,17 +1,22 @@
 """Data-parallel CPU training: 1 process x 2 threads against 2 torchrun processes x 1 thread.
 
-    .venv/bin/python benchmarks/distributed_bench.py [--models deepfm xdeepfm] [--repeats 1]
-    .venv/bin/python benchmarks/distributed_bench.py -o training.epochs=1 -o data.max_users=100 --output smoke
+    .venv/bin/python benchmarks/distributed_bench.py [--models deepfm xdeepfm] [--parts full paired] [--pairs 3]
+    .venv/bin/python benchmarks/distributed_bench.py -o data.max_users=100 --pairs 1 --output smoke
 
 Each run is the `deepfm train` command on a model's default config (the full MovieLens-100K
-leave-one-out protocol, early stopping on validation AUC), on the CPU, launched either as one
-process with training.num_threads=2 or by `torchrun --standalone --nproc-per-node=2` with one thread
-per process (gloo over loopback). The two ways of a model run back to back, alternating when
-repeated, so that they see the same machine. Reported per run: training samples/s (median over
-epochs: rows of the epoch / seconds of its training steps), wall seconds of the whole command, the
-epoch kept and the test metrics; and what else the machine did meanwhile, from /proc/stat and the
-runs' own CPU time: the cores' busy and steal fractions and the CPU other processes took.
-Writes benchmarks/results/NAME.md and NAME.json (NAME: --output, default distributed_bench).
+leave-one-out protocol), on the CPU, launched either as one process with training.num_threads=2 or
+by `torchrun --standalone --nproc-per-node=2` with one thread per process (gloo over loopback).
+
+- full: one run of each way per model to the end (early stopping on validation AUC): the quality of
+  each way, and its training speed over those epochs;
+- paired: `--pairs` pairs of one-epoch runs per model, the two ways back to back in alternating
+  order (A B, B A, ...), so that each ratio compares two runs a minute apart: the speed comparison.
+
+Reported per run: training samples/s (rows of an epoch / seconds of its training steps; median and
+range over epochs), wall seconds of the whole command, the epoch kept and the test metrics; and what
+else the machine did meanwhile, from /proc/stat and the runs' own CPU time: the cores' busy and steal
+fractions and the CPU that other processes took. Writes benchmarks/results/NAME.md and NAME.json
+(NAME: --output, default distributed_bench); a part not run keeps its results from NAME.json.
 """
 
 from __future__ import annotations
@@ -88,16 +93,63 @@ def run(model: str, way: str, overrides: list[str], scratch: Path) -> dict[str, 
     }
 
 
-def report(results: list[dict[str, Any]], invocation: str) -> str:
-    """The Markdown report."""
+def report(parts: dict[str, dict[str, Any]]) -> str:
+    """The Markdown report of both parts."""
     lines = [
         "# Data-parallel CPU training: 1 process x 2 threads vs 2 processes x 1 thread",
         "",
-        f"Command: `{invocation}`",
-        "",
         f"Machine: {os.cpu_count()} CPU cores, Python {platform.python_version()}, torch {torch.__version__}; "
-        "gloo over loopback for the 2-process runs.",
+        "gloo over loopback for the 2-process runs. Cores busy and steal: fractions of all cores' time "
+        "during a run, from /proc/stat; others' CPU: the busy time that was not the run's own (its "
+        "processes' user + system time), as a fraction of all cores: the load other work put on the "
+        "machine meanwhile.",
         "",
+    ]
+    if "paired" in parts:
+        lines += paired_section(parts["paired"])
+    if "full" in parts:
+        lines += full_section(parts["full"])
+    return "\n".join(lines)
+
+
+def header(part: dict[str, Any]) -> list[str]:
+    return [f"Command: `{part['command']}`", "", *([part["note"], ""] if part.get("note") else [])]
+
+
+def paired_section(part: dict[str, Any]) -> list[str]:
+    """Speed side by side: one-epoch runs, the two ways back to back."""
+    runs = part["runs"]
+    lines = ["## Speed: one-epoch runs in alternating pairs", "", *header(part)]
+    lines += ["| model | pair | 1 x 2 samples/s | 2 x 1 samples/s | ratio 2 x 1 / 1 x 2 | others' CPU (1 x 2, 2 x 1) |"]
+    lines += ["|---|---|---|---|---|---|"]
+    summary = []
+    for model in dict.fromkeys(r["model"] for r in runs):
+        pairs = [r for r in runs if r["model"] == model]
+        ratios = []
+        for index in range(0, len(pairs), 2):
+            by_way = {r["way"]: r for r in pairs[index : index + 2]}
+            one, two = by_way["1x2"], by_way["2x1"]
+            ratios.append(two["samples_per_second"] / one["samples_per_second"])
+            lines.append(
+                f"| {model} | {index // 2 + 1} | {one['samples_per_second']:,.0f} | {two['samples_per_second']:,.0f} "
+                f"| {ratios[-1]:.2f} | {one['others_cpu']:.0%}, {two['others_cpu']:.0%} |"
+            )
+        medians = {w: statistics.median(r["samples_per_second"] for r in pairs if r["way"] == w) for w in WAYS}
+        summary.append(
+            f"- {model}: 1 x 2 {medians['1x2']:,.0f}, 2 x 1 {medians['2x1']:,.0f} samples/s (medians); "
+            f"ratio {statistics.median(ratios):.2f} (median of {len(ratios)} pairs, "
+            f"{min(ratios):.2f}-{max(ratios):.2f})"
+        )
+    return [*lines, "", *summary, ""]
+
+
+def full_section(part: dict[str, Any]) -> list[str]:
+    """Quality and speed of whole runs, one per way and model."""
+    results = part["runs"]
+    lines = [
+        "## Quality: whole runs (early stopping), one per way",
+        "",
+        *header(part),
         "| model | processes x threads | samples/s: median (min-max) over epochs | wall s | epochs | kept epoch | "
         + " | ".join(f"test {k}" for k in TEST_METRICS)
         + " | cores busy | steal | others' CPU |",
@@ -112,45 +164,37 @@ def report(results: list[dict[str, Any]], invocation: str) -> str:
             f"| {r['epochs']} | {r['best_epoch']} | {test} "
             f"| {r['machine_busy']:.0%} | {r['machine_steal']:.1%} | {r['others_cpu']:.0%} |"
         )
-    lines += ["", "Ratio 2 x 1 / 1 x 2 of training samples/s, per model (medians over repeats):", ""]
-    for model in dict.fromkeys(r["model"] for r in results):
-        speed = {
-            w: statistics.median(r["samples_per_second"] for r in results if (r["model"], r["way"]) == (model, w))
-            for w in WAYS
-        }
-        lines.append(f"- {model}: {speed['2x1'] / speed['1x2']:.2f}")
-    lines += [
-        "",
-        "Cores busy and steal: fractions of all cores' time during the run, from /proc/stat; others' CPU: "
-        "the busy time that was not the run's own (its processes' user + system time), as a fraction of "
-        "all cores: the load other work put on the machine meanwhile.",
-        "",
-        "Commands of the runs:",
-        "",
-        *[f"- `{r['command']}`" for r in results],
-        "",
-    ]
-    return "\n".join(lines)
+    return [*lines, "", "Commands of the runs:", "", *[f"- `{r['command']}`" for r in results], ""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["deepfm", "xdeepfm"])
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each way per model, alternating")
+    parser.add_argument("--parts", nargs="+", choices=["full", "paired"], default=["full", "paired"])
+    parser.add_argument("--pairs", type=int, default=3, help="paired part: pairs of one-epoch runs per model")
     parser.add_argument("--override", "-o", action="append", default=[], help="config override for every run")
+    parser.add_argument("--note", help="what the report should say about the conditions of this invocation")
     parser.add_argument("--output", default="distributed_bench", help="report name: results/NAME.md and NAME.json")
     args = parser.parse_args()
-    results = []
+    json_path = RESULTS / f"{args.output}.json"
+    parts: dict[str, dict[str, Any]] = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    invocation = " ".join(["python benchmarks/distributed_bench.py", *sys.argv[1:]])
     with tempfile.TemporaryDirectory(prefix="distributed_bench-") as scratch:
-        for model in args.models:
-            for repeat in range(args.repeats):
-                for way in WAYS if repeat % 2 == 0 else reversed(WAYS):
-                    results.append(run(model, way, args.override, Path(scratch)))
-                    print(json.dumps(results[-1]), flush=True)
-    invocation = "python benchmarks/distributed_bench.py " + " ".join(sys.argv[1:])
+        for name in args.parts:
+            runs = []
+            for model in args.models:
+                if name == "full":
+                    schedule = [(way, args.override) for way in WAYS]
+                else:
+                    orders = [list(WAYS) if pair % 2 == 0 else list(reversed(WAYS)) for pair in range(args.pairs)]
+                    schedule = [(way, [*args.override, "training.epochs=1"]) for order in orders for way in order]
+                for way, overrides in schedule:
+                    runs.append(run(model, way, overrides, Path(scratch)))
+                    print(json.dumps(runs[-1]), flush=True)
+            parts[name] = {"command": invocation, "note": args.note, "runs": runs}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.output}.json").write_text(json.dumps(results, indent=2))
-    (RESULTS / f"{args.output}.md").write_text(report(results, invocation.strip()))
+    json_path.write_text(json.dumps(parts, indent=2))
+    (RESULTS / f"{args.output}.md").write_text(report(parts))
 
 
 if __name__ == "__main__":
