@@ -41,6 +41,7 @@ from deepfm.training.experiment import METRICS_FILE
 RESULTS = Path(__file__).parent / "results"
 WAYS = {"1x2": (1, 2), "2x1": (2, 1)}  # processes x torch threads each
 TEST_METRICS = ("auc", "hr@10", "ndcg@10")
+QUIET = 0.10  # a pair counts as quiet when other work took less than this fraction of the cores in both runs
 
 
 def cpu_times() -> tuple[float, float, float]:
@@ -125,11 +126,13 @@ def paired_section(part: dict[str, Any]) -> list[str]:
     summary = []
     for model in dict.fromkeys(r["model"] for r in runs):
         pairs = [r for r in runs if r["model"] == model]
-        ratios = []
+        ratios, quiet = [], []
         for index in range(0, len(pairs), 2):
             by_way = {r["way"]: r for r in pairs[index : index + 2]}
             one, two = by_way["1x2"], by_way["2x1"]
             ratios.append(two["samples_per_second"] / one["samples_per_second"])
+            if max(one["others_cpu"], two["others_cpu"]) < QUIET:
+                quiet.append(ratios[-1])
             lines.append(
                 f"| {model} | {index // 2 + 1} | {one['samples_per_second']:,.0f} | {two['samples_per_second']:,.0f} "
                 f"| {ratios[-1]:.2f} | {one['others_cpu']:.0%}, {two['others_cpu']:.0%} |"
@@ -138,7 +141,8 @@ def paired_section(part: dict[str, Any]) -> list[str]:
         summary.append(
             f"- {model}: 1 x 2 {medians['1x2']:,.0f}, 2 x 1 {medians['2x1']:,.0f} samples/s (medians); "
             f"ratio {statistics.median(ratios):.2f} (median of {len(ratios)} pairs, "
-            f"{min(ratios):.2f}-{max(ratios):.2f})"
+            f"{min(ratios):.2f}-{max(ratios):.2f}); in quiet pairs (others' CPU under {QUIET:.0%} in both runs): "
+            + (", ".join(f"{r:.2f}" for r in quiet) or "none")
         )
     return [*lines, "", *summary, ""]
 
@@ -175,12 +179,16 @@ def main() -> None:
     parser.add_argument("--override", "-o", action="append", default=[], help="config override for every run")
     parser.add_argument("--note", help="what the report should say about the conditions of this invocation")
     parser.add_argument("--output", default="distributed_bench", help="report name: results/NAME.md and NAME.json")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the report from NAME.json")
     args = parser.parse_args()
     json_path = RESULTS / f"{args.output}.json"
     parts: dict[str, dict[str, Any]] = json.loads(json_path.read_text()) if json_path.is_file() else {}
-    invocation = " ".join(["python benchmarks/distributed_bench.py", *sys.argv[1:]])
+    given = sys.argv[1:]
+    if "--note" in given:  # the note is printed beside the command, not inside it
+        del given[given.index("--note") : given.index("--note") + 2]
+    invocation = " ".join(["python benchmarks/distributed_bench.py", *given])
     with tempfile.TemporaryDirectory(prefix="distributed_bench-") as scratch:
-        for name in args.parts:
+        for name in [] if args.report_only else args.parts:
             runs = []
             for model in args.models:
                 if name == "full":
