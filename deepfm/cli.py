@@ -6,6 +6,9 @@ deepfm init --data clicks.csv --label clicked > my.yaml      # the inferred fiel
 deepfm evaluate --artifact models_store/deepfm/1 [--data PATH]
 deepfm export --run runs/deepfm_movielens/<run> [--store models_store]
 deepfm serve [--host 0.0.0.0] [--port 8000] [--workers 1]
+
+`python -m deepfm` is the same command. Training runs on a GPU when there is one (training.device=auto);
+under torchrun it is data-parallel over the processes it starts (see `deepfm train --help`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,21 @@ from deepfm.config import (
 from deepfm.errors import ConfigError, DeepFMError
 
 DEFAULT_STORE = "models_store"
+TRAIN_DESCRIPTION = """\
+Train a model with early stopping on validation AUC, test it, and write config.yaml, metrics.json,
+curves.png and checkpoint.pt into a run directory. With --data and no --config, a table's fields
+are inferred from the data; the run's config.yaml holds them, to edit and pass back with --config.
+
+Devices: -o training.device=auto (the default: CUDA when available) | cpu | cuda, and
+-o training.amp=true for mixed precision on CUDA.
+  one GPU:      deepfm train --config C.yaml -o training.device=cuda
+  N processes:  torchrun --standalone --nproc-per-node=N -m deepfm train --config C.yaml
+  N machines:   on each: torchrun --nnodes=N --nproc-per-node=GPUS_PER_MACHINE --rdzv-backend=c10d \\
+                  --rdzv-endpoint=HOST:29400 --rdzv-id=JOB -m deepfm train --config C.yaml
+Under torchrun each process trains on its shard of every epoch's rows (one GPU each with NCCL, or
+the CPU with gloo); training.batch_size is the rows of one step over all processes; rank 0 alone
+writes the run directory and exports.
+"""
 
 
 def _is_movielens(path: Path) -> bool:
@@ -80,9 +98,14 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from deepfm.training.distributed import process_group
     from deepfm.training.experiment import export_run, train_experiment
 
-    run = train_experiment(_config(args), args.run_dir)
+    config = _config(args)
+    with process_group(config.training.device) as world:
+        run = train_experiment(config, args.run_dir)
+    if not world.is_primary:
+        return 0
     summary = {"run_dir": str(run.run_dir), "config": str(run.run_dir / "config.yaml"), "test": run.metrics["test"]}
     print(json.dumps(summary, indent=2))
     if args.export:
@@ -176,10 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train and test a model on a click log or MovieLens; writes a run directory",
-        description="Train a model with early stopping on validation AUC, test it, and write config.yaml, "
-        "metrics.json, curves.png and checkpoint.pt into a run directory. With --data and no --config, a "
-        "table's fields are inferred from the data; the run's config.yaml holds them, to edit and pass back "
-        "with --config.",
+        description=TRAIN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     with_config(train)
     with_data(train)

@@ -213,6 +213,8 @@ class TrainingConfig:
     patience: int = 3  # epochs without a val AUC gain before stopping
     seed: int = 42
     num_threads: int = 1  # torch intra-op threads, set deliberately: 1 lets two runs share 2 cores
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda; under torchrun each process takes cuda:LOCAL_RANK
+    amp: bool = False  # CUDA only: mixed precision (float16 autocast with a gradient scaler)
     progress: bool = True  # tqdm progress bars
     output_dir: str = "runs"  # where a run writes checkpoints, metrics and curves
 

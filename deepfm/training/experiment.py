@@ -77,6 +77,7 @@ def train_experiment(config: ExperimentConfig, run_dir: str | Path | None = None
     Args:
         config: the experiment.
         run_dir: where to write; default `<training.output_dir>/<name>/<UTC timestamp>-seed<seed>`.
+            Under torchrun only rank 0 writes (call inside `distributed.process_group`).
     """
     started = time.perf_counter()
     seed_everything(config.training.seed)
@@ -90,8 +91,10 @@ def train_experiment(config: ExperimentConfig, run_dir: str | Path | None = None
         "%s: %d parameters, %d train / %d val / %d test rows",
         config.model.name, sum(p.numel() for p in model.parameters()), len(train), len(val), len(test),
     )  # fmt: skip
-    history = Trainer(model, config.training).fit(train, val)
-    test_metrics = evaluate(probabilities_of(model), test, config.training.eval_batch_size)
+    trainer = Trainer(model, config.training)
+    history = trainer.fit(train, val)
+    test_metrics = evaluate(probabilities_of(model), test, config.training.eval_batch_size, trainer.world)
+    model.cpu()  # the checkpoint and the artifact are CPU tensors whatever the training device
     logger.info("test: %s", json.dumps({k: round(v, 4) for k, v in test_metrics.items()}))
     epochs = history.epochs
     metrics: dict[str, Any] = {
@@ -111,14 +114,20 @@ def train_experiment(config: ExperimentConfig, run_dir: str | Path | None = None
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         run_dir = Path(config.training.output_dir) / config.name / f"{stamp}-seed{config.training.seed}"
     out = Path(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(out / "config.yaml")
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    plot_curves(history, out / "curves.png", title=f"{config.name} (seed {config.training.seed})")
-    torch.save(
-        {"state_dict": model.state_dict(), "schema": schema.to_dict(), "config": config.to_dict(), "metrics": metrics},
-        out / CHECKPOINT_FILE,
-    )
+    if trainer.world.is_primary:  # under torchrun, rank 0 alone writes the run
+        out.mkdir(parents=True, exist_ok=True)
+        config.to_yaml(out / "config.yaml")
+        (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        plot_curves(history, out / "curves.png", title=f"{config.name} (seed {config.training.seed})")
+        torch.save(
+            {
+                "state_dict": model.state_dict(),
+                "schema": schema.to_dict(),
+                "config": config.to_dict(),
+                "metrics": metrics,
+            },
+            out / CHECKPOINT_FILE,
+        )
     return RunResult(out, config, schema, model, history, metrics)
 
 

