@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/deploy_bench.py [--duration 15] [--connections 8] [--batches 1,64]
 
-Runs the docker-compose deployment on loopback exactly as tests/deploy does (deploy/loopback.py:
+Runs the docker-compose deployment on loopback exactly as tests/deploy does (tools/loopback.py:
 the compose file's scorer command and environment, 1 uvicorn worker x 1 torch thread per replica,
 behind deploy/nginx/nginx.conf), with the first 1 and then 2 of the compose file's replicas, and
 also one replica without nginx as a baseline. Load: wrk (Debian: apt-get install wrk), one thread,
@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "deploy"))
-sys.path.insert(0, str(ROOT / "tests" / "deploy"))
+sys.path.insert(0, str(ROOT))  # tools/, the harnesses tests share
+sys.path.insert(0, str(ROOT / "tests" / "deploy"))  # deploy_support, for a store without the default models
 
-import loopback  # noqa: E402
-
+from tools import loopback  # noqa: E402
+from tools.processes import http_get  # noqa: E402
 from tools.requests import MOVIELENS_INSTANCES  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -90,7 +89,7 @@ def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict[st
 
 def served(replica: loopback.Replica) -> float:
     """POST /predict requests this replica has answered with 200, from its /metrics."""
-    _, body = loopback.http_get(f"{replica.url}/metrics")
+    _, body = http_get(f"{replica.url}/metrics")
     pattern = r"^deepfm_http_requests_total\{([^}]*)\}\s+([\d.e+]+)$"
     total = 0.0
     for labels, value in re.findall(pattern, body.decode(), re.MULTILINE):
@@ -162,7 +161,7 @@ def write_markdown(path: Path, results: list[Result], env: dict[str, str], args:
         "",
         "Throughput and latency of POST /predict through nginx (deploy/nginx/nginx.conf) to 1 and 2 scorer",
         "replicas (docker-compose.yml's scorer command and environment: 1 uvicorn worker x 1 torch thread",
-        "each), run on loopback by deploy/loopback.py; `direct` is one replica without nginx.",
+        "each), run on loopback by tools/loopback.py; `direct` is one replica without nginx.",
         "",
         "```",
         f"{COMMAND} --duration {args.duration:g} --connections {args.connections} "

@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,13 +50,14 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import torch
 import uvicorn
 from fastapi import FastAPI, Request
 from pydantic import AllowInfNan, Field, Strict, StrictStr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/, the harnesses tests share
 
 from deepfm.artifact import export_artifact, list_versions
 from deepfm.data.dataset import to_tensors
@@ -66,6 +66,7 @@ from deepfm.data.movielens import movielens_schema
 from deepfm.data.schema import embedding_dim_for
 from service.schemas import PredictRequest, PredictResponse
 from service.scoring import LoadedModel
+from tools.processes import Process, cpu_seconds, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serve_bench.md"
@@ -180,13 +181,6 @@ def bare_app(idiomatic: bool) -> FastAPI:
     return app
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True)
 class ServerSpec:
     """How to start one of the compared servers, and the payloads it is measured on."""
@@ -224,36 +218,27 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the process so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
 
 @contextmanager
 def start_server(spec: ServerSpec, log: Path | None = None) -> Iterator[Server]:
     """Start a server on SERVER_CPU and wait until it is ready; its output appended to `log`, if given."""
     port = free_port()
-    with log.open("ab") if log else open(os.devnull, "wb") as output:
-        process = subprocess.Popen(
-            ["taskset", "-c", str(SERVER_CPU), sys.executable, *(a.format(port=port) for a in spec.arguments)],
-            cwd=ROOT,
-            env={**os.environ, **{k: v.format(port=port) for k, v in spec.env.items()}},
-            stdout=output,
-            stderr=output,
-        )
+    runner = Process(
+        spec.name,
+        ["taskset", "-c", str(SERVER_CPU), sys.executable, *(a.format(port=port) for a in spec.arguments)],
+        cwd=ROOT,
+        env={**os.environ, **{k: v.format(port=port) for k, v in spec.env.items()}},
+        log=log or Path(os.devnull),
+    )
+    runner.start()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{spec.name} did not start (exit code {process.poll()})")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        yield Server(spec, port, process)
+        runner.wait_http(f"http://127.0.0.1:{port}/health/ready", timeout=120)
+        assert runner.proc is not None
+        yield Server(spec, port, runner.proc)
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        runner.stop(timeout=60)
 
 
 # ----------------------------------------------------------------------------- load generator

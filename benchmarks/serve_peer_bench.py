@@ -76,7 +76,6 @@ from serve_bench import (
     Server,
     ServerSpec,
     closed_loop,
-    free_port,
     machine,
     measure,
     num_rows,
@@ -87,6 +86,7 @@ from serve_bench import (
 )
 
 from deepfm.artifact import list_versions
+from tools.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serve_peer_bench.md"

@@ -57,7 +57,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [ -x "$NGINX" ]; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    # The documented substitution (tests/deploy use deploy/loopback.py for the same): addresses only.
+    # The documented substitution (tests/deploy use tools/loopback.py for the same): addresses only.
     sed -E -e 's/^([[:space:]]*)listen 8080;/\1listen 127.0.0.1:18080;/' \
         -e 's/^([[:space:]]*)server scorer-([0-9]+):8000/\1server 127.0.0.1:1800\2/' \
         deploy/nginx/nginx.conf > "$tmp/nginx.conf"

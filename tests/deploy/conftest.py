@@ -1,6 +1,6 @@
 """Fixtures of the deployment tests: the models store, and the compose deployment run on loopback.
 
-The loopback deployment is deploy/loopback.py: every scorer-<N> service of docker-compose.yml
+The loopback deployment is tools/loopback.py: every scorer-<N> service of docker-compose.yml
 started with its own command and environment (`python -m service` via deploy/start-scorer.sh) on a
 127.0.0.1 port, nginx running deploy/nginx/nginx.conf with only its addresses substituted, and,
 where the binary is installed, Prometheus running deploy/prometheus.yml. Tests that need nginx skip

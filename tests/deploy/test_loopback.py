@@ -19,11 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from deploy_support import BODY, INSTANCES, REPO, Load, export_next_version, loopback, upstreams
+from deploy_support import BODY, INSTANCES, REPO, export_next_version, loopback
 
 from deepfm.artifact import SCHEMA_FILE
 from deepfm.data.schema import DatasetSchema
 from tools.faults import NaNForOnePair
+from tools.load import Load, upstreams
+from tools.processes import free_port, http_get
 
 
 def replica_logs(dep: loopback.Deployment) -> str:
@@ -79,14 +81,14 @@ def test_healthcheck_script_follows_readiness(deployment: loopback.Deployment) -
     script = str(deployment.app_dir / "deploy" / "healthcheck.py")
     ready = subprocess.run([sys.executable, script], env=replica.env, capture_output=True, timeout=30)
     assert ready.returncode == 0, ready.stderr
-    nobody = dict(replica.env, DEEPFM_SERVE_PORT=str(loopback.free_port()))
+    nobody = dict(replica.env, DEEPFM_SERVE_PORT=str(free_port()))
     absent = subprocess.run([sys.executable, script], env=nobody, capture_output=True, timeout=30)
     assert absent.returncode == 1
     assert status_of(f"{replica.url}/health/live") == 200
 
 
 def status_of(url: str) -> int:
-    status, _ = loopback.http_get(url)
+    status, _ = http_get(url)
     return status
 
 
@@ -144,7 +146,7 @@ def test_scores_through_nginx_equal_a_single_replica(deployment: loopback.Deploy
 def test_other_endpoints_pass_through(deployment: loopback.Deployment) -> None:
     for path in ("/health/ready", "/health/live", "/models", "/schema"):
         assert status_of(deployment.url + path) == 200, path
-    status, body = loopback.http_get(deployment.url + "/metrics")
+    status, body = http_get(deployment.url + "/metrics")
     assert status == 200 and body
 
 
@@ -272,7 +274,7 @@ def test_prometheus_scrapes_every_replica(deployment: loopback.Deployment) -> No
     deadline = time.monotonic() + 20
     health: dict[str, str] = {}
     while time.monotonic() < deadline:
-        status, body = loopback.http_get(f"{deployment.prometheus.url}/api/v1/targets")
+        status, body = http_get(f"{deployment.prometheus.url}/api/v1/targets")
         if status == 200:
             targets = json.loads(body)["data"]["activeTargets"]
             health = {t["labels"]["replica"]: t["health"] for t in targets}
@@ -286,4 +288,4 @@ def test_loopback_runs_the_repo_files() -> None:
     """The deploy scripts the replicas run are the repo's (copied as the Dockerfile copies them)."""
     for name in loopback.APP_FILES:
         assert (REPO / name).is_file()
-    assert Path(loopback.__file__).resolve() == REPO / "deploy" / "loopback.py"
+    assert Path(loopback.__file__).resolve() == REPO / "tools" / "loopback.py"

@@ -26,6 +26,8 @@ import pytest
 import yaml
 from deploy_support import REPO, loopback
 
+from tools.processes import free_port
+
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 TRAINER_DOCKERFILE = REPO / "deploy" / "trainer.Dockerfile"  # k8s/training's image (tests/deploy/test_training_job.py)
@@ -323,7 +325,7 @@ NEVER_IN_CONTEXT = (
     "node_modules/x/index.js",
     "benchmarks/deploy_bench.py",
     "configs/deepfm_movielens.yaml",
-    "deploy/loopback.py",
+    "tools/loopback.py",
     "k8s/deployment.yaml",
     "deepfm/__pycache__/artifact.cpython-311.pyc",
     "models_store/deepfm/.staging-abc/model.pt",
@@ -489,7 +491,7 @@ def test_nginx_accepts_the_config(tmp_path: Path) -> None:
         pytest.skip("nginx is not installed (Debian: apt-get install nginx-light)")
     text = loopback.NGINX_CONF.read_text()
     names = loopback.nginx_upstream_names(text)
-    rendered = loopback.render_nginx_conf(text, loopback.free_port(), {n: loopback.free_port() for n in names})
+    rendered = loopback.render_nginx_conf(text, free_port(), {n: free_port() for n in names})
     conf = tmp_path / "nginx.conf"
     conf.write_text(rendered)
     error_log = tmp_path / "error.log"

@@ -6,22 +6,14 @@ on gender, age and genres so that the trained model's scores differ from row to 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import torch
@@ -33,9 +25,7 @@ from deepfm.data.dataset import to_tensors
 from deepfm.data.encoding import FeatureEncoder
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind
 from deepfm.models import build_model
-from service.settings import ENV_PREFIX
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "deepfm"
 OCCUPATIONS = ["writer", "student", "engineer", "artist", "other"]
 GENRES = ["Comedy", "Drama", "Action", "Thriller", "Romance", "Crime"]
@@ -175,68 +165,6 @@ def add_broken_version(store: Path, name: str = MODEL_NAME) -> int:
         handle.write(b"corrupted")
     staging.rename(root / str(newest + 1))
     return newest + 1
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    """A `python -m service` subprocess."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def stop(self, timeout: float = 30) -> int:
-        """SIGTERM, then wait for the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-    def log_lines(self) -> list[str]:
-        """The JSON log lines written so far."""
-        return self.log.read_text().splitlines()
-
-
-@contextmanager
-def run_server(
-    log_dir: Path, env: dict[str, str], ready_timeout: float = 90, prefix: Sequence[str] = ()
-) -> Iterator[Server]:
-    """Start `python -m service` with `env` (DEEPFM_SERVE_* settings) on a free port; wait until ready.
-    `prefix` runs it through another command (e.g. setpriv, as another user)."""
-    port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "PROMETHEUS_MULTIPROC_DIR"))}
-    full_env.update({f"{ENV_PREFIX}PORT": str(port), f"{ENV_PREFIX}POLL_INTERVAL_S": "0", **env})
-    log = log_dir / f"server-{port}.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "service"], cwd=REPO_ROOT, env=full_env, stderr=sink, stdout=sink
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{server.url}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server not ready after {ready_timeout} s:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def metric(client: TestClient, name: str, **labels: str) -> float:

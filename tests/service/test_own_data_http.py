@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from serving_helpers import Server, run_server
 from synthetic_data import click_log, write_movielens
 from torch import Tensor, nn
 
@@ -32,6 +31,7 @@ from deepfm.models.layers.embedding import FeatureEmbedding
 from deepfm.training.experiment import RunResult, load_run
 from deepfm.training.metrics import roc_auc
 from deepfm.training.trainer import Trainer, evaluate, probabilities_of
+from tools.processes import Server, run_server
 
 TRAINING = ["-o", "training.progress=false", "-o", "training.batch_size=256", "-o", "training.epochs=12"]
 MOVIELENS = ["-o", "data.num_eval_negatives=50", "-o", "data.num_val_negatives=20"]

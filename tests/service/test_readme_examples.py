@@ -8,12 +8,13 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from serving_helpers import REPO_ROOT, Server, run_server
+
+from tools.processes import REPO, Server, run_server
 
 README_ADDRESS = "localhost:8000"
 # A bash block that starts with a curl call to the README's server and ends with the output it shows.
 EXAMPLE = re.compile(rf"```bash\n(curl -s {re.escape(README_ADDRESS)}/.*?)\n# (\{{.*?\}})\n```", re.DOTALL)
-EXAMPLES = EXAMPLE.findall((REPO_ROOT / "README.md").read_text())
+EXAMPLES = EXAMPLE.findall((REPO / "README.md").read_text())
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_helpers import MODEL_NAME, Trained, run_server
+from serving_helpers import MODEL_NAME, Trained
 
 from deepfm.artifact import export_artifact
 from tools.faults import SlowForOnePair
+from tools.processes import run_server
 
 NOBODY = 65534
 
@@ -48,11 +49,11 @@ def test_sigterm_completes_within_the_drain_timeout_with_a_model_call_stuck(tmp_
         assert client.get("/health/ready").status_code == 503  # the worker is stuck past the deadline
         assert client.get("/health/live").status_code == 200
         signalled = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
-        code = server.process.wait(timeout=30)
+        server.signal(signal.SIGTERM)
+        code = server.wait(30)
         assert time.monotonic() - signalled < 2 + 1 + 3  # the drain timeout, the worker's second, slack
     assert code in (0, -signal.SIGTERM)
-    assert "the scoring worker did not stop in time" in server.log.read_text()
+    assert "the scoring worker did not stop in time" in "\n".join(server.log_lines())
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving_helpers import ADMIN_TOKEN, Server, Trained, run_server
+from serving_helpers import ADMIN_TOKEN, Trained
+
+from tools.processes import Server, run_server
 
 MAX_EXAMPLES = 60
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"

@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,8 +18,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from serving_helpers import ADMIN_TOKEN, MODEL_NAME, UNKNOWN_INSTANCES, Server, Trained, add_broken_version, run_server
+from serving_helpers import ADMIN_TOKEN, MODEL_NAME, UNKNOWN_INSTANCES, Trained, add_broken_version
 from torch import nn
+
+from tools.load import Load
+from tools.processes import Server, run_server
 
 REQUEST_TIMEOUT = 30.0
 STOPPED_BY_SIGTERM = (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down gracefully
@@ -59,6 +61,7 @@ def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
         "DEEPFM_SERVE_ADMIN_TOKEN": ADMIN_TOKEN,
         "DEEPFM_SERVE_MAX_BODY_BYTES": str(1 << 20),
         "DEEPFM_SERVE_TORCH_THREADS": "1",
+        "DEEPFM_SERVE_REQUEST_TIMEOUT_S": "60",  # the SIGTERM test's 4,800-row requests queue on a busy machine
     }
     with run_server(tmp_path_factory.mktemp("logs"), env) as running:
         yield running
@@ -117,37 +120,22 @@ def test_hot_reload_under_load_fails_no_request(
 ) -> None:
     instances = trained.instances(8)
     expected = {1: trained.eager_scores(instances), 2: trained.eager_scores(instances, retrained)}
-    seen: list[tuple[int, int, list[float]]] = []
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(base_url=server.url, timeout=REQUEST_TIMEOUT) as client:
-            for _ in range(3000):  # bounded, and stopped as soon as the test has seen what it needs
-                if stop.is_set():
-                    return
-                response = client.post("/predict", json={"instances": instances})
-                body = response.json()
-                seen.append((response.status_code, body.get("version", -1), body.get("predictions", [])))
-
-    sender = threading.Thread(target=load)
-    sender.start()
-    try:
-        wait_for(lambda: len(seen) >= 5, what="first responses")
+    with Load(
+        server.url, clients=1, max_seconds=120, max_requests=3000, pause_s=0, body={"instances": instances}
+    ) as load:
+        load.wait_for(5, timeout=30)
         trained.export(store, retrained)
-        wait_for(lambda: seen[-1][1] == 2, what="version 2 in responses")
+        wait_for(lambda: load.snapshot()[-1].version == 2, what="version 2 in responses")
         broken = add_broken_version(store)
         wait_for(lambda: http.get("/models").json()["models"][0]["refused_versions"], what="the broken version refused")
         refused = total(http.get("/metrics").text, "deepfm_model_loads_total", result="refused")
-        count = len(seen)
-        wait_for(lambda: len(seen) > count + 20, what="more responses")
-    finally:
-        stop.set()
-        sender.join()
-    assert {status for status, _, _ in seen} == {200}
-    versions = [version for _, version, _ in seen]
+        load.wait_for(len(load.snapshot()) + 20, timeout=30)
+    seen = load.snapshot()
+    assert not load.failures(), load.failures()[:3]
+    versions = [outcome.version or 0 for outcome in seen]  # every outcome is a 200 with a version
     assert versions == sorted(versions) and versions[0] == 1 and versions[-1] == 2
-    for _, version, predictions in seen:
-        np.testing.assert_allclose(predictions, expected[version], atol=1e-6, rtol=0)
+    for outcome, version in zip(seen, versions, strict=True):
+        np.testing.assert_allclose(outcome.predictions, expected[version], atol=1e-6, rtol=0)
     time.sleep(0.5)  # a few more polls: the refused version is not tried again
     assert total(http.get("/metrics").text, "deepfm_model_loads_total", result="refused") == refused == 1
     assert http.get("/models").json()["models"][0]["refused_versions"][0]["version"] == broken
@@ -257,7 +245,7 @@ def test_sigterm_finishes_requests_in_flight(server: Server, trained: Trained) -
     with ThreadPoolExecutor(max_workers=3) as executor:
         futures = [executor.submit(post, i) for i in range(3)]
         wait_for(lambda: any(f.done() for f in futures), what="a first response")
-        assert server.stop() in STOPPED_BY_SIGTERM
+        assert server.terminate() in STOPPED_BY_SIGTERM
         assert [f.result() for f in futures] == [200, 200, 200]
     messages = [json.loads(line)["message"] for line in server.log_lines()]
     assert "service stopped" in messages
@@ -278,4 +266,4 @@ def test_several_workers_share_their_metrics(store: Path, tmp_path: Path, traine
             assert total(metrics, "deepfm_model_loads_total", result="loaded") == 2  # one load in each worker
             assert total(metrics, "deepfm_http_requests_total", route="/predict", status="200") == 40
             assert total(metrics, "deepfm_rows_scored_total", model=MODEL_NAME) == 80
-        assert server.stop() in STOPPED_BY_SIGTERM
+        assert server.terminate() in STOPPED_BY_SIGTERM

@@ -27,9 +27,7 @@ from deepfm.errors import ConfigError, DeepFMError
 from deepfm.training.distributed import World, process_group, resolve_device
 from deepfm.training.experiment import load_run, train_experiment
 from deepfm.training.trainer import Trainer, evaluate, probabilities_of
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))  # the real-server helpers
-from serving_helpers import REPO_ROOT, run_server
+from tools.processes import REPO, run_server
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 NUM_PROCESSES = 2
@@ -54,7 +52,7 @@ def torchrun(out: Path, *args: str, timeout: float = 240) -> subprocess.Complete
         str(WORKER), str(out), *args,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 

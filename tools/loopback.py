@@ -8,10 +8,11 @@ No Docker engine is needed to check what the compose file describes: this module
 - optionally Prometheus with deploy/prometheus.yml, changing only its targets and, for tests, the
   scrape interval (see `render_prometheus_config`).
 
-tests/deploy/ and benchmarks/deploy_bench.py use it; by hand (Ctrl-C stops everything):
+tests/deploy/ and benchmarks/deploy_bench.py use it; by hand, from the repository root (Ctrl-C
+stops everything):
 
-    .venv/bin/python deploy/loopback.py                 # every replica of the compose file
-    .venv/bin/python deploy/loopback.py --replicas 1 --port 8080
+    .venv/bin/python -m tools.loopback                 # every replica of the compose file
+    .venv/bin/python -m tools.loopback --replicas 1 --port 8080
 
 Needs nginx on PATH (Debian: apt-get install nginx-light) and, for --prometheus, prometheus.
 """
@@ -24,18 +25,16 @@ import os
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
+
+from tools.processes import Process, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -49,13 +48,6 @@ APP_FILES = ("deploy/start-scorer.sh", "deploy/healthcheck.py")
 SCORER_RE = re.compile(r"^scorer-(\d+)$")
 LISTEN_RE = re.compile(r"^(\s*)listen\s+(\d+)\s*;", re.MULTILINE)
 SERVER_RE = re.compile(r"^(\s*)server\s+(scorer-\d+):(\d+)(\s[^;]*)?;[^\n]*\n", re.MULTILINE)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def load_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
@@ -176,18 +168,6 @@ def render_prometheus_config(
     return yaml.safe_dump(config, sort_keys=False), config
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    """(status, body) of a GET; status 0 when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return int(exc.code), exc.read()
-    except OSError:
-        return 0, b""
-
-
 def has_store_versions(store: Path, model: str) -> bool:
     """Whether `store/model` holds at least one complete (integer-named) version."""
     root = store / model
@@ -202,91 +182,6 @@ def prepare_app_dir(app_dir: Path, store: Path = REPO_STORE) -> Path:
         (app_dir / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, app_dir / name)
     return app_dir
-
-
-class Process:
-    """A child process in its own process group, its output in a log file; `stop` always reaps it."""
-
-    def __init__(self, name: str, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.cwd = cwd
-        self.env = dict(env)
-        self.log_path = log
-        self._log: IO[bytes] | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        if self.running:
-            raise RuntimeError(f"{self.name} is already running")
-        self.close_log()
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.argv,
-            cwd=self.cwd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: signals reach every worker it forks
-        )
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        """Send `sig` to the whole process group (as `docker kill -s` would to the container)."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-
-    def wait(self, timeout: float) -> int | None:
-        if self.proc is None:
-            return None
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout` seconds; reaps the process and closes the log."""
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.signal(signal.SIGTERM)
-                if self.wait(timeout) is None:
-                    self.signal(signal.SIGKILL)
-                    self.proc.wait()
-            # Whatever else is left in its group (a forked worker) goes too.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.close_log()
-
-    def close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-    def wait_http(self, url: str, timeout: float, expect: int = 200) -> None:
-        """Poll `url` until it answers `expect`; RuntimeError (with the log's tail) otherwise."""
-        deadline = time.monotonic() + timeout
-        status = 0
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode} before {url} answered; log:\n{self.log_tail()}"
-                )
-            status, _ = http_get(url, timeout=1.0)
-            if status == expect:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{url} still answers {status} after {timeout:.0f}s; {self.name} log:\n{self.log_tail()}")
 
 
 class Replica(Process):
