@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import pandas as pd
 import torch
 import uvicorn
 from fastapi import FastAPI, Request
@@ -67,14 +66,13 @@ from deepfm.data.schema import embedding_dim_for
 from service.schemas import PredictRequest, PredictResponse
 from service.scoring import LoadedModel
 from tools.processes import Process, cpu_seconds, free_port
+from tools.synthetic import MOVIELENS_100K, movielens_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serve_bench.md"
 COMMAND = ".venv/bin/python benchmarks/serve_bench.py"
 SERVER_CPU, LOADGEN_CPU = 1, 0
 MODEL_NAME = "deepfm"
-OCCUPATIONS = [f"occupation{i}" for i in range(21)]
-GENRES = [f"genre{i}" for i in range(19)]
 USER_FIELDS = ("user_id", "gender", "age", "occupation", "zip_code")
 OPEN_LOOP_FRACTION = 0.8
 IDLE_GAPS_MS = (0.0, 1.0, 4.0)  # idle time before each in-process call, for the cost of a call after a pause
@@ -86,28 +84,12 @@ ALL_BATCHES = ("1", "100", "100 (context)")
 # ----------------------------------------------------------------------------- artifact and payloads
 
 
-def raw_frame(num_rows: int, seed: int = 0) -> pd.DataFrame:
-    """MovieLens-100K-shaped raw rows."""
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame(
-        {
-            "user_id": rng.integers(1, 944, num_rows),
-            "movie_id": rng.integers(1, 1683, num_rows),
-            "gender": rng.choice(["M", "F"], num_rows),
-            "age": rng.integers(7, 74, num_rows),
-            "occupation": rng.choice(OCCUPATIONS, num_rows),
-            "zip_code": [f"{z:05d}" for z in rng.integers(0, 99999, num_rows)],
-            "genres": ["|".join(rng.choice(GENRES, int(rng.integers(1, 4)), replace=False)) for _ in range(num_rows)],
-        }
-    )
-
-
 def synthetic_store(root: Path) -> Path:
     """A store with an untrained default-hyperparameter DeepFM over a MovieLens-shaped fitted schema."""
     from deepfm.models import build_model  # the benchmark builds a model; the service never does
 
     schema = movielens_schema()
-    fitted = fit_schema(schema, raw_frame(20_000))
+    fitted = fit_schema(schema, movielens_rows(20_000, shape=MOVIELENS_100K))
     schema = fitted.with_embedding_dims({f.name: embedding_dim_for(f.vocabulary_size) for f in fitted.fields.values()})
     torch.manual_seed(0)
     export_artifact(build_model(MODEL_NAME, schema), schema, root, MODEL_NAME, config={}, metrics={})
@@ -116,7 +98,7 @@ def synthetic_store(root: Path) -> Path:
 
 def payloads() -> dict[str, dict[str, Any]]:
     """Request bodies: 1 row, 100 rows, and a ranking call (one user in the context, 100 movies)."""
-    rows = raw_frame(100, seed=1).to_dict("records")
+    rows = movielens_rows(100, seed=1, shape=MOVIELENS_100K).drop(columns="label").to_dict("records")
     for row in rows:
         row["genres"] = row["genres"].split("|")
     ranking = {

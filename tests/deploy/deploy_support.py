@@ -10,6 +10,7 @@ from torch import nn
 from tools import loopback
 from tools.processes import REPO
 from tools.requests import MOVIELENS_INSTANCES
+from tools.synthetic import MOVIELENS_100K, movielens_rows
 
 __all__ = ["REPO", "loopback"]
 
@@ -18,8 +19,7 @@ BODY = {"instances": INSTANCES[:1]}
 
 
 def build_synthetic_store(store: Path) -> Path:
-    """A store with one deepfm version, fitted on a few MovieLens-like rows (no dataset needed)."""
-    import pandas as pd
+    """A store with one deepfm version, fitted on synthetic MovieLens-like rows (no dataset needed)."""
     import torch
 
     from deepfm.artifact import export_artifact
@@ -28,17 +28,7 @@ def build_synthetic_store(store: Path) -> Path:
     from deepfm.data.schema import embedding_dim_for
     from deepfm.models.registry import build_model
 
-    rows = pd.DataFrame(
-        {
-            "user_id": [196, 186, 22, 244, 166],
-            "movie_id": [242, 302, 377, 51, 346],
-            "gender": ["M", "F", "M", "M", "M"],
-            "age": [49, 39, 25, 28, 47],
-            "occupation": ["writer", "executive", "writer", "technician", "educator"],
-            "zip_code": ["55105", "00000", "40206", "80525", "55113"],
-            "genres": [["Comedy"], ["Crime", "Drama"], ["Children's", "Comedy"], ["Drama", "War"], ["Drama"]],
-        }
-    )
+    rows = movielens_rows(2000, shape=MOVIELENS_100K)
     schema = fit_schema(movielens_schema(), rows)
     schema = schema.with_embedding_dims({f.name: embedding_dim_for(f.vocabulary_size) for f in schema.fields.values()})
     torch.manual_seed(0)

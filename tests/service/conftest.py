@@ -10,18 +10,19 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from serving_helpers import MakeClient, Trained, base_schema, raw_frame, train
+from serving_helpers import MakeClient, Trained, base_schema, train
 from torch import nn
 
 from deepfm.data.encoding import fit_schema
 from service.app import create_app
 from service.settings import ENV_PREFIX, Settings
+from tools.synthetic import movielens_rows
 
 
 @pytest.fixture(scope="session")
 def trained() -> Trained:
     """The tiny model every service test scores with."""
-    frame = raw_frame()
+    frame = movielens_rows(400)
     schema = fit_schema(base_schema(), frame.drop(columns="label"))
     return Trained(schema, train(schema, frame), frame)
 

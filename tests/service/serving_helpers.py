@@ -27,8 +27,6 @@ from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transfor
 from deepfm.models import build_model
 
 MODEL_NAME = "deepfm"
-OCCUPATIONS = ["writer", "student", "engineer", "artist", "other"]
-GENRES = ["Comedy", "Drama", "Action", "Thriller", "Romance", "Crime"]
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
 Instance = dict[str, Any]
@@ -42,27 +40,6 @@ UNKNOWN_INSTANCES: list[Instance] = [
     {"movie_id": 7, "genres": []},
     {"user_id": None, "movie_id": 8, "gender": None, "age": None, "genres": "Comedy|Action"},
 ]
-
-
-def raw_frame(num_rows: int = 400, seed: int = 0) -> pd.DataFrame:
-    """MovieLens-like raw rows with a click label."""
-    rng = np.random.default_rng(seed)
-    gender = rng.choice(["M", "F"], num_rows)
-    age = rng.integers(7, 70, num_rows)
-    genres = [list(rng.choice(GENRES, int(rng.integers(1, 4)), replace=False)) for _ in range(num_rows)]
-    logit = (gender == "F") * 1.5 - (age > 40) + np.array([("Drama" in g) * 1.0 - ("Action" in g) for g in genres])
-    return pd.DataFrame(
-        {
-            "user_id": rng.integers(1, 60, num_rows),
-            "movie_id": rng.integers(1, 80, num_rows),
-            "gender": gender,
-            "age": age,
-            "occupation": rng.choice(OCCUPATIONS, num_rows),
-            "zip_code": [f"{z:05d}" for z in rng.integers(10000, 10900, num_rows)],
-            "genres": ["|".join(g) for g in genres],
-            "label": (rng.random(num_rows) < 1 / (1 + np.exp(-logit))).astype(np.float32),
-        }
-    )
 
 
 def base_schema() -> DatasetSchema:

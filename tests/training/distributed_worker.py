@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))  # serving_helpers: the tiny raw rows
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))  # serving_helpers: the tiny schema
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tools/: torchrun runs this file as a script
 
-from serving_helpers import base_schema, raw_frame
+from serving_helpers import base_schema
 
 from deepfm import cli
 from deepfm.config import TrainingConfig
@@ -31,6 +32,7 @@ from deepfm.models import build_model
 from deepfm.training import experiment
 from deepfm.training.distributed import process_group
 from deepfm.training.trainer import History, Trainer
+from tools.synthetic import movielens_rows
 
 Outcome = tuple[nn.Module, History, dict[str, float]]
 
@@ -54,7 +56,7 @@ def run_cli(args: list[str]) -> Outcome:
 
 def run_padding() -> Outcome:
     """Two epochs in which every row of rank 1 indexes only the padding (OOV) row of every table."""
-    frame = raw_frame(512, seed=1)
+    frame = movielens_rows(512, seed=1)
     schema = fit_schema(base_schema(), frame.drop(columns="label"))
     features = to_tensors(FeatureEncoder(schema).encode_frame(frame).features)
     labels = torch.tensor(frame["label"].to_numpy())
