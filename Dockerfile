@@ -4,10 +4,9 @@
 #   docker build -t deepfm-scorer .
 #   docker run --rm -p 8000:8000 deepfm-scorer
 #
-# Thread settings are environment variables; one replica = 1 uvicorn worker x 1 torch thread
-# = 1 CPU by default. Give a container more CPUs by raising DEEPFM_SERVE_WORKERS (processes,
-# preferred) or DEEPFM_SERVE_TORCH_THREADS (intra-op threads per worker); OMP/MKL follow the latter
-# (deploy/start-scorer.sh).
+# A container runs one uvicorn worker per CPU it may use (`docker run --cpus N`; deploy/start-scorer.sh
+# reads the quota), each with 1 torch thread; DEEPFM_SERVE_WORKERS and DEEPFM_SERVE_TORCH_THREADS
+# override them, and OMP/MKL follow the latter.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -51,7 +50,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     MKL_NUM_THREADS=1 \
     DEEPFM_SERVE_HOST=0.0.0.0 \
     DEEPFM_SERVE_PORT=8000 \
-    DEEPFM_SERVE_WORKERS=1 \
     DEEPFM_SERVE_TORCH_THREADS=1 \
     DEEPFM_SERVE_MODELS_STORE=/app/models_store \
     PROMETHEUS_MULTIPROC_DIR=/tmp/deepfm-metrics

@@ -86,6 +86,7 @@ from serve_bench import (
 )
 
 from deepfm.artifact import list_versions
+from tools.machine import core_ticks
 from tools.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -368,17 +369,6 @@ class Busy:
     steal: float
     others_server_core: float
     others_loadgen_core: float
-
-
-def core_ticks() -> dict[int, tuple[int, int, int]]:
-    """Per CPU, (busy, stolen, all) ticks so far, from /proc/stat."""
-    cores = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        if re.match(r"cpu\d", line):
-            ticks = [int(t) for t in line.split()[1:]]
-            # user nice system idle iowait irq softirq steal (guest is inside user)
-            cores[int(line.split()[0][3:])] = (sum(ticks[:3]) + ticks[5] + ticks[6], ticks[7], sum(ticks[:8]))
-    return cores
 
 
 @dataclass

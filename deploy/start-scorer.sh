@@ -5,13 +5,30 @@
 # variable (`python -m service --help` lists them); arguments are passed on to `python -m service`.
 set -eu
 
-# OpenMP and MKL size their thread pools from these variables when torch is imported, before the
-# service applies DEEPFM_SERVE_TORCH_THREADS: make them agree with it unless they are set.
-if [ -n "${DEEPFM_SERVE_TORCH_THREADS:-}" ]; then
-    : "${OMP_NUM_THREADS:=$DEEPFM_SERVE_TORCH_THREADS}"
-    : "${MKL_NUM_THREADS:=$OMP_NUM_THREADS}"
-    export OMP_NUM_THREADS MKL_NUM_THREADS
+# One worker process per CPU the container may use (its CFS quota, cgroup v2 or v1; else the CPUs it may
+# run on), each with one torch thread: a scorer's model calls are too small for a second thread to pay
+# (benchmarks/results/cores_bench.md). A quota below one CPU still gets one worker.
+if [ -z "${DEEPFM_SERVE_WORKERS:-}" ]; then
+    cpus=$(nproc)
+    quota=max
+    if [ -r /sys/fs/cgroup/cpu.max ]; then
+        read -r quota period < /sys/fs/cgroup/cpu.max
+    elif [ -r /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
+        quota=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)
+        period=$(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)
+    fi
+    if [ "$quota" != max ] && [ "$quota" -gt 0 ] && [ $((quota / period)) -lt "$cpus" ]; then
+        cpus=$((quota / period))
+    fi
+    DEEPFM_SERVE_WORKERS=$((cpus > 0 ? cpus : 1))
+    export DEEPFM_SERVE_WORKERS
 fi
+
+# OpenMP and MKL size their thread pools from these variables when torch is imported, before the
+# service applies DEEPFM_SERVE_TORCH_THREADS (default 1): make them agree with it unless they are set.
+: "${OMP_NUM_THREADS:=${DEEPFM_SERVE_TORCH_THREADS:-1}}"
+: "${MKL_NUM_THREADS:=$OMP_NUM_THREADS}"
+export OMP_NUM_THREADS MKL_NUM_THREADS
 
 # glibc's malloc: freed model-sized blocks stay in the heap for the next model call instead of going
 # back to the kernel and faulting in again page by page (mmap threshold at its 32 MiB maximum, trim

@@ -41,7 +41,7 @@ def worker_app() -> FastAPI:
     collector (what exists now, the imported libraries, moved out of its sight; a higher young threshold)."""
     settings = Settings()
     lighten_records()
-    torch.set_num_threads(settings.threads_per_worker)
+    torch.set_num_threads(settings.torch_threads)
     if settings.gc_freeze:
         gc.collect()
         gc.freeze()

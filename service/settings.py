@@ -6,10 +6,10 @@ List-like values are plain text: `DEEPFM_SERVE_MODELS=deepfm,xdeepfm`,
 `DEEPFM_SERVE_PINNED_VERSIONS=deepfm=1,xdeepfm=3`. Settings are validated when they are built, so a
 bad deploy stops at start with a message that names the variable.
 
-Threads: each worker process runs the model with `torch_threads` intra-op threads; by default the
-CPUs this process may use are shared out evenly (`cpus // workers`, at least 1), and a setting with
-`workers * torch_threads` above the CPU count is refused, because oversubscribed CPU threads are the
-most common cause of slow CPU serving.
+Threads: each worker process runs the model with `torch_threads` intra-op threads, 1 by default: a
+scorer's model calls are too small for a second thread to pay (benchmarks/results/cores_bench.md), so
+more CPUs are used by more workers or replicas. A setting with `workers * torch_threads` above the CPU
+count is refused, because oversubscribed CPU threads are the most common cause of slow CPU serving.
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ class Settings(BaseSettings):
     drain_timeout_s: int = Field(default=10, ge=1, le=300)
     """On SIGTERM, how long requests in flight may take to finish; the process exits within a second after."""
 
-    torch_threads: int | None = Field(default=None, ge=1)
-    """Torch intra-op threads per worker; unset: CPUs // workers (at least 1)."""
+    torch_threads: int = Field(default=1, ge=1)
+    """Torch intra-op threads per worker; more CPUs are better spent on more workers."""
 
     gc_freeze: bool = True
     """Move what exists when a worker starts (the imported libraries: a quarter million objects) out of the
@@ -174,19 +174,12 @@ class Settings(BaseSettings):
             if unloaded:
                 raise ValueError(f"pinned_versions names models that are not loaded: {unloaded}")
         cpus = available_cpus()
-        if self.workers * self.threads_per_worker > cpus:
+        if self.workers * self.torch_threads > cpus:
             raise ValueError(
-                f"workers ({self.workers}) x torch_threads ({self.threads_per_worker}) exceeds the {cpus} CPUs "
+                f"workers ({self.workers}) x torch_threads ({self.torch_threads}) exceeds the {cpus} CPUs "
                 "available; lower one of them"
             )
         return self
-
-    @property
-    def threads_per_worker(self) -> int:
-        """Torch intra-op threads each worker uses."""
-        if self.torch_threads is not None:
-            return self.torch_threads
-        return max(1, available_cpus() // self.workers)
 
 
 def describe_env() -> str:

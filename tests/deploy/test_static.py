@@ -219,7 +219,7 @@ def test_thread_settings_match_the_cpus_given() -> None:
     assert all(int(env[var]) == threads for var in THREAD_VARS)
     assert cpu_quantity(scorer["deploy"]["resources"]["limits"]["cpus"]) == int(env["DEEPFM_SERVE_WORKERS"]) * threads
     image_env = dockerfile_env(dockerfile_stages(DOCKERFILE.read_text())[-1])
-    assert all(image_env[var] == env[var] for var in (*THREAD_VARS, "DEEPFM_SERVE_WORKERS"))
+    assert all(image_env[var] == env[var] for var in THREAD_VARS)
     container = k8s_documents()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     k8s_env = {e["name"]: e["value"] for e in container["env"]}
     assert all(k8s_env[var] == env[var] for var in (*THREAD_VARS, "DEEPFM_SERVE_WORKERS"))
@@ -267,7 +267,8 @@ def test_dockerfile_builds_a_slim_cpu_only_non_root_serving_image() -> None:
     assert exec_form(healthcheck[-1].split(" CMD ", 1)[1]) == ["python", "/app/deploy/healthcheck.py"]
     assert "/health/ready" in (REPO / "deploy" / "healthcheck.py").read_text()
     env = dockerfile_env(runtime)
-    assert {"OMP_NUM_THREADS", "DEEPFM_SERVE_TORCH_THREADS", "DEEPFM_SERVE_WORKERS"} <= set(env)
+    assert {"OMP_NUM_THREADS", "DEEPFM_SERVE_TORCH_THREADS"} <= set(env)
+    assert "DEEPFM_SERVE_WORKERS" not in env  # the start script gives one worker per CPU of the container
 
 
 def dockerignore_rules(path: Path = DOCKERIGNORE) -> list[tuple[bool, re.Pattern[str]]]:
@@ -526,12 +527,28 @@ def test_prometheus_config_is_valid() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def container_cpus() -> int:
+    """The CPUs this process may use: its CFS quota (cgroup v2 or v1) if set, else its affinity."""
+    cpus = len(os.sched_getaffinity(0))
+    v2, v1 = Path("/sys/fs/cgroup/cpu.max"), Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    if v2.exists():
+        quota, period = v2.read_text().split()
+    elif v1.exists():
+        quota, period = v1.read_text().strip(), (v1.parent / "cpu.cfs_period_us").read_text().strip()
+    else:
+        return cpus
+    if quota == "max" or int(quota) <= 0:
+        return cpus
+    return max(1, min(cpus, int(quota) // int(period)))
+
+
 def test_start_script_execs_the_service_with_matching_thread_settings(tmp_path: Path) -> None:
-    """deploy/start-scorer.sh execs `python -m service` with OMP/MKL following the torch threads."""
+    """deploy/start-scorer.sh execs `python -m service` with OMP/MKL following the torch threads (1 unless
+    set), and one worker per CPU the process may use unless DEEPFM_SERVE_WORKERS is set."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     fake_python = fake_bin / "python"
-    fake_python.write_text('#!/bin/sh\necho "args=$*"\nenv | grep -E "^(OMP|MKL|DEEPFM_SERVE_TORCH)_" | sort\n')
+    fake_python.write_text('#!/bin/sh\necho "args=$*"\nenv | grep -E "^(OMP|MKL|DEEPFM_SERVE_[TW])" | sort\n')
     fake_python.chmod(0o755)
 
     def run(*args: str, **env: str) -> dict[str, str]:
@@ -545,11 +562,17 @@ def test_start_script_execs_the_service_with_matching_thread_settings(tmp_path: 
         )
         return dict(line.split("=", 1) for line in result.stdout.splitlines())
 
-    assert run(DEEPFM_SERVE_TORCH_THREADS="2") == {
+    assert run(DEEPFM_SERVE_TORCH_THREADS="2", DEEPFM_SERVE_WORKERS="3") == {
         "args": "-m service",
         "OMP_NUM_THREADS": "2",
         "MKL_NUM_THREADS": "2",
         "DEEPFM_SERVE_TORCH_THREADS": "2",
+        "DEEPFM_SERVE_WORKERS": "3",
     }
-    assert run("--port", "9000") == {"args": "-m service --port 9000"}  # unset: the service decides
+    assert run("--port", "9000") == {
+        "args": "-m service --port 9000",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "DEEPFM_SERVE_WORKERS": str(container_cpus()),
+    }
     assert run(DEEPFM_SERVE_TORCH_THREADS="1", OMP_NUM_THREADS="3")["MKL_NUM_THREADS"] == "3"
