@@ -262,12 +262,19 @@ def _num_oov(indices: np.ndarray) -> int:
     return len(indices) - int(np.count_nonzero(indices))
 
 
+_NUMBER_CHARACTERS = "-+.0123456789e"
+"""Every character of a finite number's canonical form (str of an int or a float)."""
+
+
 def _lookup_table(vocabulary: Sequence[str]) -> dict[Any, int]:
-    """Key -> index from 1; number-like keys are also reachable by their number ("196" by 196 and 196.0)."""
-    table: dict[Any, int] = {}
-    for index, key in enumerate(vocabulary, start=1):
-        table[key] = index
-        alias = _numeric_alias(key)
+    """Key -> index from 1; number-like keys are also reachable by their number ("196" by 196 and 196.0).
+
+    Built by C-level passes: only the keys made of number characters alone are tried as numbers.
+    """
+    table: dict[Any, int] = dict(zip(vocabulary, range(1, len(vocabulary) + 1), strict=True))
+    rest = map(str.strip, vocabulary, repeat(_NUMBER_CHARACTERS))  # "" for a key of number characters only
+    for index in compress(range(1, len(vocabulary) + 1), map(operator.not_, rest)):
+        alias = _numeric_alias(vocabulary[index - 1])
         if alias is not None:
             table[alias] = index
     return table
@@ -318,9 +325,7 @@ class FeatureEncoder:
         wanted = set(sources)
         return [f.name for f in self.schema.fields.values() if f.source in wanted]
 
-    def encode(
-        self, columns: Mapping[str, Column | pd.Series], num_rows: int, fields: Iterable[str] | None = None
-    ) -> EncodedBatch:
+    def encode(self, columns: Mapping[str, Column], num_rows: int, fields: Iterable[str] | None = None) -> EncodedBatch:
         """Encode raw columns keyed by source name.
 
         Args:
