@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/, the harn
 
 from deepfm.artifact import export_artifact, list_versions
 from deepfm.data.dataset import to_tensors
-from deepfm.data.encoding import fit_schema
+from deepfm.data.fitting import fit_schema
 from deepfm.data.movielens import movielens_schema
 from deepfm.data.schema import embedding_dim_for
 from service.schemas import PredictRequest, PredictResponse

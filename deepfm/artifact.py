@@ -3,16 +3,27 @@
     models_store/<model_name>/<version>/
         model.pt        TorchScript; forward(Dict[str, Tensor]) -> click probabilities (B,)
         schema.json     the fitted DatasetSchema: fields, sources, transforms, vocabularies, statistics
-        metadata.json   name, version, creation time, config, metrics, library versions, sha256 of both
+        vocabularies.npz  only if some vocabulary has more than INLINE_VOCABULARY_MAX values: those
+                        vocabularies, which schema.json then names instead of listing (see below)
+        metadata.json   name, version, creation time, config, metrics, library versions, sha256 of each file
 
 Export scripts the model and refuses one whose frozen TorchScript form (what the service runs) scores
 a probe batch differently from the model itself. Versions are increasing integers. A version is
 written into a hidden temporary directory and then renamed into place, so a half-written export is
 never visible and an existing one is never touched.
-Loading checks every file (presence, JSON, checksums), that the model and schema agree, and scores
-probe batches that look up every vocabulary row of every field (a diverged row that scores NaN is
-caught there); a failure is an ArtifactError that names the file. This module imports no training
-or model-building code: the service depends on it.
+Loading checks every file (presence, JSON, checksums), that the model and schema agree, that every
+floating-point parameter and buffer of the model is finite (every embedding row of every field, so a
+diverged row is caught), and scores a probe batch (`vocabulary_probes`) that reads index 0, the last
+index and evenly spaced indices between of every field (every row of a field of at most
+PROBE_ROWS rows) to probabilities; a failure is an ArtifactError that names the file. This module
+imports no training or model-building code: the service depends on it.
+
+schema.json stays the readable contract; a vocabulary of more than INLINE_VOCABULARY_MAX values is
+named there (`"vocabulary_file": "vocabularies.npz"`, beside its `vocabulary_size`) and stored in
+vocabularies.npz, an uncompressed NumPy archive read with allow_pickle=False: per field `<name>.utf8`,
+the values' UTF-8 bytes end to end (uint8), and `<name>.ends`, each value's end offset in code points
+(int64). Its sha256 is in metadata.json's `files` as the others', and loading refuses it when it
+differs, is missing or does not decode.
 """
 
 import hashlib
@@ -20,24 +31,31 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Iterator
+import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from deepfm import jit
-from deepfm.data.schema import DatasetSchema, FeatureType
+from deepfm.data.schema import DatasetSchema, FeatureType, vocabulary_files
 from deepfm.errors import ArtifactError, DeepFMError
 
 ARTIFACT_FORMAT_VERSION = 1
 MODEL_FILE = "model.pt"
 SCHEMA_FILE = "schema.json"
 METADATA_FILE = "metadata.json"
+VOCABULARY_FILE = "vocabularies.npz"
+INLINE_VOCABULARY_MAX = 10_000
+"""Vocabularies of more values than this go to VOCABULARY_FILE, where reading them is no JSON parse
+(benchmarks/vocab_bench.py); MovieLens's (at most 1,682 values) stay inline, readable."""
+PROBE_ROWS = 4096
+"""Rows of the load-time probe batch: every index of a field of at most this many, evenly spaced ones beyond."""
 
 
 class ProbabilityModel(nn.Module):
@@ -110,24 +128,60 @@ def probe_batch(schema: DatasetSchema, batch_size: int = 2) -> dict[str, Tensor]
     return batch
 
 
-def vocabulary_probes(schema: DatasetSchema, rows_per_batch: int = 4096) -> Iterator[dict[str, Tensor]]:
-    """Batches that together look up every vocabulary row of every categorical field, in one pass.
+def vocabulary_probes(schema: DatasetSchema, max_rows: int = PROBE_ROWS) -> dict[str, Tensor]:
+    """A deterministic batch over the vocabulary rows of every categorical field.
 
-    Row i reads index i modulo the field's vocabulary size (a sequence: that index in every slot), so
-    the rows number as many as the largest vocabulary; dense values are 0 (the training mean).
+    It has as many rows as the largest vocabulary, at most `max_rows`. A field of at most that many rows
+    is read whole (row i reads index i modulo its size); a larger one at evenly spaced indices from 0 to
+    its last (a sequence: that index in every slot). Dense values are 0 (the training mean).
     """
-    total = max((f.vocabulary_size for f in schema.fields.values() if f.is_categorical), default=1)
-    for start in range(0, total, rows_per_batch):
-        rows = torch.arange(start, min(start + rows_per_batch, total))
-        batch: dict[str, Tensor] = {}
-        for field in schema.fields.values():
-            if field.feature_type is FeatureType.DENSE:
-                batch[field.name] = torch.zeros(len(rows), dtype=torch.float32)
-            elif field.feature_type is FeatureType.SEQUENCE:
-                batch[field.name] = (rows % field.vocabulary_size).unsqueeze(1).repeat(1, field.max_length)  # (B, L)
-            else:
-                batch[field.name] = rows % field.vocabulary_size
-        yield batch
+    total = min(max((f.vocabulary_size for f in schema.fields.values() if f.is_categorical), default=1), max_rows)
+    rows = torch.arange(total)
+    batch: dict[str, Tensor] = {}
+    for field in schema.fields.values():
+        if field.feature_type is FeatureType.DENSE:
+            batch[field.name] = torch.zeros(total, dtype=torch.float32)
+            continue
+        size = field.vocabulary_size
+        # (B,) indices; an even spread from 0 to size - 1 where the field has more rows than the batch
+        column = (
+            rows % size if size <= total else torch.linspace(0, size - 1, total, dtype=torch.float64).round().long()
+        )
+        batch[field.name] = (
+            column.unsqueeze(1).repeat(1, field.max_length) if field.feature_type is FeatureType.SEQUENCE else column
+        )  # (B, L) or (B,)
+    return batch
+
+
+def write_vocabularies(path: Path, vocabularies: dict[str, tuple[str, ...]]) -> None:
+    """Write field name -> vocabulary as VOCABULARY_FILE's format (see the module docstring)."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, values in vocabularies.items():
+        arrays[f"{name}.utf8"] = np.frombuffer("".join(values).encode("utf-8"), dtype=np.uint8)
+        arrays[f"{name}.ends"] = np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)))
+    with path.open("wb") as handle:
+        np.savez(handle, allow_pickle=False, **arrays)
+
+
+def read_vocabularies(path: Path, names: list[str]) -> dict[str, tuple[str, ...]]:
+    """The named fields' vocabularies from a VOCABULARY_FILE; ArtifactError if it is missing or does not decode."""
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing from the artifact", path=str(path))
+    vocabularies: dict[str, tuple[str, ...]] = {}
+    try:
+        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as archive:  # closed on failure too
+            for name in names:
+                data, ends = archive[f"{name}.utf8"], archive[f"{name}.ends"]
+                if data.dtype != np.uint8 or ends.dtype != np.int64 or data.ndim != 1 or ends.ndim != 1:
+                    raise ValueError(f"{name!r}: expected 1-d uint8 bytes and int64 ends")
+                text = data.tobytes().decode("utf-8")
+                starts = np.concatenate([np.zeros(1, dtype=np.int64), ends[:-1]])
+                if len(ends) and (ends[-1] != len(text) or bool((starts > ends).any())):
+                    raise ValueError(f"{name!r}: value ends do not partition its {len(text)} characters")
+                vocabularies[name] = tuple(map(text.__getitem__, map(slice, starts.tolist(), ends.tolist())))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise ArtifactError(f"{path}: not a readable vocabulary file: {exc}", path=str(path)) from exc
+    return vocabularies
 
 
 SCRIPT_TOLERANCE = 1e-5
@@ -176,6 +230,7 @@ def export_artifact(
     *,
     config: dict[str, Any],
     metrics: dict[str, Any],
+    inline_vocabulary_max: int = INLINE_VOCABULARY_MAX,
 ) -> Path:
     """Script `model` and write it with its schema and metadata as the next version.
 
@@ -186,6 +241,7 @@ def export_artifact(
         model_name: the artifact's model name (a directory under the store).
         config: the experiment config, as plain values.
         metrics: the test metrics to record.
+        inline_vocabulary_max: vocabularies of more values go to VOCABULARY_FILE rather than schema.json.
 
     Returns:
         The directory of the new version.
@@ -197,7 +253,16 @@ def export_artifact(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         jit.save(scripted, staging / MODEL_FILE)
-        (staging / SCHEMA_FILE).write_text(schema.to_json())
+        large = {
+            f.name: f.vocabulary
+            for f in schema.fields.values()
+            if f.vocabulary is not None and len(f.vocabulary) > inline_vocabulary_max
+        }
+        (staging / SCHEMA_FILE).write_text(schema.to_json(dict.fromkeys(large, VOCABULARY_FILE)))
+        files = [MODEL_FILE, SCHEMA_FILE]
+        if large:
+            write_vocabularies(staging / VOCABULARY_FILE, large)
+            files.append(VOCABULARY_FILE)
         while True:  # another exporter may take a version number first: then take the next one
             version = max(list_versions(store, model_name), default=0) + 1
             meta = {
@@ -208,7 +273,7 @@ def export_artifact(
                 "config": config,
                 "metrics": metrics,
                 "library_versions": library_versions(),
-                "files": {name: sha256_of(staging / name) for name in (MODEL_FILE, SCHEMA_FILE)},
+                "files": {name: sha256_of(staging / name) for name in files},
             }
             (staging / METADATA_FILE).write_text(json.dumps(meta, indent=2))
             for path in staging.iterdir():
@@ -263,6 +328,37 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return _read_json(Path(path) / METADATA_FILE)
 
 
+def read_schema(path: str | Path) -> DatasetSchema:
+    """A version directory's schema with the vocabularies of its vocabulary file, not verified against
+    metadata.json's checksums (`load_artifact` verifies them); ArtifactError if it cannot be read."""
+    root = Path(path)
+    data = _read_json(root / SCHEMA_FILE)
+    return _schema(root, data, _vocabulary_files(root, data))
+
+
+def _vocabulary_files(root: Path, data: dict[str, Any]) -> dict[str, str]:
+    """Field -> vocabulary file a schema document names; ArtifactError unless each is a file of the version."""
+    where = root / SCHEMA_FILE
+    try:
+        files = vocabulary_files(data)
+    except DeepFMError as exc:
+        raise ArtifactError(f"{where}: {exc}", path=str(where)) from exc
+    outside = sorted({f for f in files.values() if Path(f).name != f or f.startswith(".")})
+    if outside:
+        raise ArtifactError(f"{where}: vocabulary files {outside} are not file names in the version", path=str(where))
+    return files
+
+
+def _schema(root: Path, data: dict[str, Any], files: dict[str, str]) -> DatasetSchema:
+    vocabularies: dict[str, tuple[str, ...]] = {}
+    for file in sorted(set(files.values())):
+        vocabularies |= read_vocabularies(root / file, [name for name, f in files.items() if f == file])
+    try:
+        return DatasetSchema.from_dict(data, vocabularies)
+    except DeepFMError as exc:
+        raise ArtifactError(f"{root / SCHEMA_FILE}: {exc}", path=str(root / SCHEMA_FILE)) from exc
+
+
 def load_artifact(path: str | Path) -> Artifact:
     """Load and verify one version directory; ArtifactError names the file at fault."""
     root = Path(path)
@@ -293,13 +389,11 @@ def _load(root: Path) -> Artifact:
     checksums = meta.get("files")
     if not isinstance(checksums, dict):
         raise ArtifactError(f"{meta_path}: no 'files' checksums", path=str(meta_path))
-    for name in (SCHEMA_FILE, MODEL_FILE):
-        if checksums.get(name) != sha256_of(root / name):
-            raise ArtifactError(f"{root / name}: sha256 does not match {METADATA_FILE}", path=str(root / name))
-    try:
-        schema = DatasetSchema.from_dict(_read_json(root / SCHEMA_FILE))
-    except DeepFMError as exc:
-        raise ArtifactError(f"{root / SCHEMA_FILE}: {exc}", path=str(root / SCHEMA_FILE)) from exc
+    _check_sums(root, checksums, [SCHEMA_FILE, MODEL_FILE])
+    data = _read_json(root / SCHEMA_FILE)
+    files = _vocabulary_files(root, data)
+    _check_sums(root, checksums, sorted(set(files.values())))
+    schema = _schema(root, data, files)
     if not all(f.is_fitted for f in schema.fields.values()):
         raise ArtifactError(f"{root / SCHEMA_FILE}: has fields with no vocabulary", path=str(root / SCHEMA_FILE))
     try:
@@ -308,6 +402,7 @@ def _load(root: Path) -> Artifact:
         raise ArtifactError(
             f"{root / MODEL_FILE}: not a loadable TorchScript model: {exc}", path=str(root / MODEL_FILE)
         ) from exc
+    _check_finite(root / MODEL_FILE, model)
     model = jit.freeze(model, preserved_attrs=["field_names"])
     artifact = Artifact(
         path=root,
@@ -319,6 +414,25 @@ def _load(root: Path) -> Artifact:
     )
     _verify(artifact)
     return artifact
+
+
+def _check_sums(root: Path, checksums: dict[str, Any], names: list[str]) -> None:
+    """Each named file is present and has the sha256 metadata.json records for it."""
+    for name in names:
+        if not (root / name).is_file():
+            raise ArtifactError(f"{root / name}: missing from the artifact", path=str(root / name))
+        if name not in checksums:
+            raise ArtifactError(f"{root / name}: has no sha256 in {METADATA_FILE}", path=str(root / name))
+        if checksums[name] != sha256_of(root / name):
+            raise ArtifactError(f"{root / name}: sha256 does not match {METADATA_FILE}", path=str(root / name))
+
+
+def _check_finite(path: Path, model: torch.jit.ScriptModule) -> None:
+    """Every floating-point parameter and buffer is finite: every row of every embedding table, vectorised."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            rows = (~torch.isfinite(tensor)).reshape(len(tensor), -1).any(dim=1).nonzero().flatten()[:5].tolist()
+            raise ArtifactError(f"{path}: {name} holds NaN or infinite values (rows {rows})", path=str(path))
 
 
 def _verify(artifact: Artifact) -> None:
@@ -335,18 +449,18 @@ def _verify(artifact: Artifact) -> None:
             f"{artifact.path / METADATA_FILE}: version {artifact.version} in a directory named {artifact.path.name}",
             path=str(artifact.path / METADATA_FILE),
         )
-    for batch in vocabulary_probes(artifact.schema):
-        try:
-            scores = artifact.predict(batch).numpy()
-        except RuntimeError as exc:
-            raise ArtifactError(
-                f"{model_path}: fails on a probe batch of schema.json's shape: {exc}", path=model_path
-            ) from exc
-        rows = len(next(iter(batch.values())))
-        valid = (scores >= 0) & (scores <= 1)  # False for NaN too
-        if scores.shape != (rows,) or not valid.all():
-            bad = scores if scores.shape != (rows,) else scores[~valid][:5]
-            raise ArtifactError(
-                f"{model_path}: probe batch over every vocabulary row gave {bad!r}, not probabilities of shape (B,)",
-                path=model_path,
-            )
+    batch = vocabulary_probes(artifact.schema)
+    try:
+        scores = artifact.predict(batch).numpy()
+    except RuntimeError as exc:
+        raise ArtifactError(
+            f"{model_path}: fails on a probe batch of schema.json's shape: {exc}", path=model_path
+        ) from exc
+    rows = len(next(iter(batch.values())))
+    valid = (scores >= 0) & (scores <= 1)  # False for NaN too
+    if scores.shape != (rows,) or not valid.all():
+        bad = scores if scores.shape != (rows,) else scores[~valid][:5]
+        raise ArtifactError(
+            f"{model_path}: probe batch over the vocabulary rows gave {bad!r}, not probabilities of shape (B,)",
+            path=model_path,
+        )

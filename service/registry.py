@@ -4,8 +4,8 @@ Every model follows one rule, at start and on every `refresh` (run by `ReloadPol
 `poll_interval_s`, or by `POST /admin/reload`): the store's versions are taken in ascending order as
 if they had arrived one at a time; a version replaces the serving one only if its recorded test AUC
 (`metadata.json` `metrics.test.auc`) is no worse than the serving version's by more than
-`promotion_tolerance`, and it loads (checksums, schema/model agreement, a probe over every
-vocabulary row, warm-up). A version that loads but fails the gate is held: loaded, scored only by
+`promotion_tolerance`, and it loads (checksums, schema/model agreement, finite parameters, a probe
+over the vocabulary rows, warm-up). A version that loads but fails the gate is held: loaded, scored only by
 requests that name it, shown in `/models` with the reason, until `POST /admin/promote` or a pin
 serves it on purpose. A version that fails to load is refused, logged and counted, and not tried
 again until its files change. Any fault of one version (even an unreadable directory) refuses that

@@ -6,12 +6,15 @@
 
 import ast
 import hashlib
+import io
+import itertools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -21,17 +24,31 @@ from deepfm import jit
 from deepfm.artifact import (
     METADATA_FILE,
     MODEL_FILE,
+    PROBE_ROWS,
     SCHEMA_FILE,
+    VOCABULARY_FILE,
     ProbabilityModel,
     export_artifact,
     list_models,
     list_versions,
     load_artifact,
     probe_batch,
+    read_schema,
+    vocabulary_probes,
 )
-from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind
+from deepfm.data.encoding import FeatureEncoder
+from deepfm.data.schema import (
+    FILE_VOCABULARIES_FORMAT_VERSION,
+    SCHEMA_FORMAT_VERSION,
+    DatasetSchema,
+    FeatureType,
+    FieldSchema,
+    Transform,
+    TransformKind,
+)
 from deepfm.errors import ArtifactError
 
+REPO = Path(__file__).resolve().parents[1]
 NAME = "tiny"
 CONFIG = {"model": {"name": "tiny", "dnn_hidden_units": [4, 2]}, "training": {"lr": 5e-4}}
 METRICS = {"auc": 0.75, "logloss": 0.5}
@@ -439,3 +456,174 @@ def test_artifact_module_imports_no_model_or_training_code() -> None:
     assert "deepfm.data.schema" in imported
     forbidden = ("deepfm.models", "deepfm.training", "deepfm.data.dataset", "deepfm.data.movielens", "deepfm.cli")
     assert sorted(m for m in imported if m.startswith(forbidden)) == []
+
+
+# --- large vocabularies beside schema.json ----------------------------------------------------------------------
+
+LARGE_VALUES = ("a", "é漢字", "196", "line\nbreak", "0.5")
+"""A vocabulary with non-ASCII values, a number-like key (reached by 196 too) and a separator inside a value."""
+
+
+@pytest.fixture
+def large_schema() -> DatasetSchema:
+    """The tiny schema with a `user` vocabulary above the inline limit the tests export with (2)."""
+    return DatasetSchema(
+        [
+            FieldSchema("user", FeatureType.SPARSE, vocabulary_size=6, embedding_dim=4, vocabulary=LARGE_VALUES),
+            FieldSchema(
+                "tags",
+                FeatureType.SEQUENCE,
+                vocabulary_size=3,
+                embedding_dim=4,
+                max_length=3,
+                transform=Transform(TransformKind.SPLIT),
+                vocabulary=("x", "y"),
+            ),
+            FieldSchema("price", FeatureType.DENSE, embedding_dim=1, mean=2.0, std=0.5),
+        ]
+    )
+
+
+@pytest.fixture
+def large(large_schema: DatasetSchema, store: Path) -> Path:
+    """Version 1 of the tiny model over `large_schema`, vocabularies above 2 values in the vocabulary file."""
+    torch.manual_seed(0)
+    model = TinyCTR(large_schema)
+    return export_artifact(model, large_schema, store, NAME, config=CONFIG, metrics=METRICS, inline_vocabulary_max=2)
+
+
+def test_a_large_vocabulary_goes_beside_schema_json_and_round_trips(large: Path, large_schema: DatasetSchema) -> None:
+    metadata = json.loads((large / METADATA_FILE).read_text())
+    document = json.loads((large / SCHEMA_FILE).read_text())
+    user, tags = document["fields"][0], document["fields"][1]
+
+    assert metadata["files"][VOCABULARY_FILE] == sha256(large / VOCABULARY_FILE)
+    assert document["format_version"] == FILE_VOCABULARIES_FORMAT_VERSION
+    assert user["vocabulary_file"] == VOCABULARY_FILE and "vocabulary" not in user and user["vocabulary_size"] == 6
+    assert tags["vocabulary"] == ["x", "y"] and "vocabulary_file" not in tags  # at the limit: inline
+    loaded = load_artifact(large)
+    assert loaded.schema == large_schema and read_schema(large) == large_schema
+    raw: dict[str, list[Any]] = {
+        "user": [*LARGE_VALUES, 196, 0.5, "unknown", None],
+        "tags": [["x", "y"]] * 9,
+        "price": [1.0] * 9,
+    }
+    served, trained = FeatureEncoder(loaded.schema).encode(raw, 9), FeatureEncoder(large_schema).encode(raw, 9)
+    assert served.features["user"].tolist() == [1, 2, 3, 4, 5, 3, 5, 0, 0]
+    for name, values in trained.features.items():
+        assert np.array_equal(served.features[name], values)
+
+
+def test_a_small_schema_is_written_inline_in_the_first_format(exported: Path) -> None:
+    document = json.loads((exported / SCHEMA_FILE).read_text())
+
+    assert document["format_version"] == SCHEMA_FORMAT_VERSION
+    assert document["fields"][0]["vocabulary"] == ["a", "b", "c"]
+    assert not (exported / VOCABULARY_FILE).exists()
+
+
+@pytest.mark.parametrize("version", ["deepfm/1", "xdeepfm/3", "attention_deepfm/1"])
+def test_the_committed_inline_artifacts_still_load(version: str) -> None:
+    path = REPO / "models_store" / version
+    document = json.loads((path / SCHEMA_FILE).read_text())
+
+    loaded = load_artifact(path)
+
+    assert document["format_version"] == SCHEMA_FORMAT_VERSION and not (path / VOCABULARY_FILE).exists()
+    assert loaded.schema == DatasetSchema.from_dict(document)
+    assert loaded.schema.fields["movie_id"].vocabulary == tuple(document["fields"][1]["vocabulary"])
+
+
+def _drop_checksum(data: dict[str, Any]) -> None:
+    del data["files"][VOCABULARY_FILE]
+
+
+def _point_outside(data: dict[str, Any]) -> None:
+    data["fields"][0]["vocabulary_file"] = "../vocabularies.npz"
+
+
+def _short_ends(raw: bytes) -> bytes:
+    """The vocabulary file with the user field's last value cut off: 4 values for a size of 6."""
+    with np.load(io.BytesIO(raw)) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays["user.ends"] = arrays["user.ends"][:-1]
+    arrays["user.utf8"] = arrays["user.utf8"][: -len(b"0.5")]
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "fix_checksum", "where", "message"),
+    [
+        (VOCABULARY_FILE, _flip(200, 204), False, VOCABULARY_FILE, "sha256 does not match"),
+        (VOCABULARY_FILE, lambda raw: raw[: len(raw) // 2], True, VOCABULARY_FILE, "not a readable vocabulary file"),
+        (VOCABULARY_FILE, lambda raw: b"\x00" * len(raw), True, VOCABULARY_FILE, "not a readable vocabulary file"),
+        (VOCABULARY_FILE, _short_ends, True, SCHEMA_FILE, "vocabulary has 4 values"),
+        (METADATA_FILE, _json_change(_drop_checksum), False, VOCABULARY_FILE, "has no sha256"),
+        (SCHEMA_FILE, _json_change(_point_outside), True, SCHEMA_FILE, "not file names in the version"),
+    ],
+    ids=["corrupted", "truncated", "zeroed", "fewer-values", "no-checksum", "outside-the-version"],
+)
+def test_load_refuses_a_damaged_vocabulary_file(
+    large: Path, name: str, change: Callable[[bytes], bytes], fix_checksum: bool, where: str, message: str
+) -> None:
+    _rewrite(large, name, change, fix_checksum=fix_checksum)
+
+    with pytest.raises(ArtifactError, match=message) as info:
+        load_artifact(large)
+
+    assert info.value.path == str(large / where)
+
+
+def test_load_refuses_a_missing_vocabulary_file(large: Path) -> None:
+    (large / VOCABULARY_FILE).unlink()
+
+    with pytest.raises(ArtifactError, match="missing from the artifact") as info:
+        load_artifact(large)
+
+    assert info.value.path == str(large / VOCABULARY_FILE)
+
+
+# --- the load-time probe ----------------------------------------------------------------------------------------
+
+
+def test_vocabulary_probes_read_every_row_of_a_small_field_and_spread_over_a_large_one() -> None:
+    schema = DatasetSchema(
+        [
+            FieldSchema("big", FeatureType.SPARSE, vocabulary_size=10_001, vocabulary=tuple(map(str, range(10_000)))),
+            FieldSchema("small", FeatureType.SPARSE, vocabulary_size=4, vocabulary=("a", "b", "c")),
+            FieldSchema("price", FeatureType.DENSE),
+        ]
+    )
+
+    batch = vocabulary_probes(schema, max_rows=100)
+    big = batch["big"].tolist()
+
+    assert batch["big"].shape == batch["small"].shape == batch["price"].shape == (100,)
+    assert set(batch["small"].tolist()) == {0, 1, 2, 3}
+    assert big[0] == 0 and big[-1] == 10_000 and len(set(big)) == 100 and big == sorted(big)
+    assert max(b - a for a, b in itertools.pairwise(big)) <= 10_000 / 99 + 1  # evenly spaced
+
+
+def test_load_refuses_a_nan_embedding_row_the_probe_batch_does_not_read(store: Path) -> None:
+    size = PROBE_ROWS + 1000
+    schema = DatasetSchema(
+        [
+            FieldSchema("user", FeatureType.SPARSE, vocabulary_size=size, vocabulary=tuple(map(str, range(size - 1)))),
+            FieldSchema("price", FeatureType.DENSE, embedding_dim=1),
+        ]
+    )
+    probed = set(vocabulary_probes(schema)["user"].tolist())
+    row = next(i for i in range(1, size) if i not in probed)
+    model = TinyCTR(schema)
+    embedding = model.embeddings["user"]
+    assert isinstance(embedding, nn.Embedding)
+    with torch.no_grad():
+        embedding.weight[row] = float("nan")
+    exported = export_artifact(model, schema, store, NAME, config={}, metrics={})  # export probes 0 and the last
+
+    with pytest.raises(ArtifactError, match=rf"holds NaN or infinite values \(rows \[{row}\]\)") as info:
+        load_artifact(exported)
+
+    assert info.value.path == str(exported / MODEL_FILE)

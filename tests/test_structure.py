@@ -40,9 +40,18 @@ def test_the_service_never_imports_training_or_models() -> None:
     assert {m: n for m, n in offending.items() if n} == {}
 
 
-def test_importing_the_service_loads_no_training_dataset_or_model_code() -> None:
-    """What `import service.app, service.main` pulls in, in a fresh interpreter (imports of imports count)."""
-    forbidden = ["deepfm.training", "deepfm.models", "deepfm.config", "deepfm.data.movielens", "deepfm.data.dataset"]
+def test_importing_the_service_loads_no_training_dataset_model_or_pandas_code() -> None:
+    """What `import service.app, service.main` pulls in, in a fresh interpreter (imports of imports count):
+    serving encodes with `deepfm.data.encoding` and never fits, so neither the fitting module nor pandas."""
+    forbidden = [
+        "deepfm.training",
+        "deepfm.models",
+        "deepfm.config",
+        "deepfm.data.movielens",
+        "deepfm.data.dataset",
+        "deepfm.data.fitting",
+        "pandas",
+    ]
     code = f"import sys, service.app, service.main; print([m for m in {forbidden!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -1,8 +1,8 @@
 """Raw feature values to model input: the one encoding path shared by training and serving.
 
-`fit_schema` learns each field's state from training data only (vocabularies in order of
-frequency, dense mean and std) and returns a fitted `DatasetSchema`, whose JSON carries that state.
-`FeatureEncoder` turns columns of raw values into the arrays the model reads:
+`deepfm.data.fitting.fit_schema` learns each field's state from training data only (vocabularies in
+order of frequency, dense mean and std) and returns a fitted `DatasetSchema`, whose JSON carries that
+state. `FeatureEncoder` turns columns of raw values into the arrays the model reads:
 
 - SPARSE   -> int64 (B,)   vocabulary index, 0 for unknown or missing values
 - SEQUENCE -> int64 (B, L) indices of the first L tokens, 0-padded; unknown tokens are 0 too
@@ -26,17 +26,26 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import chain, compress, repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from deepfm.data.schema import OOV_INDEX, DatasetSchema, FeatureType, FieldSchema, TransformKind
 from deepfm.errors import EncodingError, SchemaError
 
-Column = Sequence[Any] | np.ndarray | pd.Series
+if TYPE_CHECKING:  # serving encodes without pandas: a DataFrame or Series is only duck-typed here
+    import pandas as pd
+
+
+class ListLike(Protocol):
+    """A column that converts itself to Python values: a numpy array, a pandas Series."""
+
+    def tolist(self) -> Any: ...
+
+
+Column = Sequence[Any] | ListLike
 """A column of raw values, one per row; None (or NaN) is a missing value."""
 
 
@@ -52,10 +61,11 @@ NEEDS_SCALAR = "a string or a number (an integer within 64 bits or a finite floa
 
 
 def _values(column: Column) -> list[Any]:
-    """The column as a list of Python values."""
-    if isinstance(column, pd.Series | np.ndarray):
-        return column.tolist()
-    return list(column)
+    """The column as a list of Python values (an array's or a Series' by its `tolist`)."""
+    if isinstance(column, Sequence):
+        return list(column)
+    values: list[Any] = column.tolist()
+    return values
 
 
 def _is_nan(value: Any) -> bool:
@@ -252,12 +262,19 @@ def _num_oov(indices: np.ndarray) -> int:
     return len(indices) - int(np.count_nonzero(indices))
 
 
+_NUMBER_CHARACTERS = "-+.0123456789e"
+"""Every character of a finite number's canonical form (str of an int or a float)."""
+
+
 def _lookup_table(vocabulary: Sequence[str]) -> dict[Any, int]:
-    """Key -> index from 1; number-like keys are also reachable by their number ("196" by 196 and 196.0)."""
-    table: dict[Any, int] = {}
-    for index, key in enumerate(vocabulary, start=1):
-        table[key] = index
-        alias = _numeric_alias(key)
+    """Key -> index from 1; number-like keys are also reachable by their number ("196" by 196 and 196.0).
+
+    Built by C-level passes: only the keys made of number characters alone are tried as numbers.
+    """
+    table: dict[Any, int] = dict(zip(vocabulary, range(1, len(vocabulary) + 1), strict=True))
+    rest = map(str.strip, vocabulary, repeat(_NUMBER_CHARACTERS))  # "" for a key of number characters only
+    for index in compress(range(1, len(vocabulary) + 1), map(operator.not_, rest)):
+        alias = _numeric_alias(vocabulary[index - 1])
         if alias is not None:
             table[alias] = index
     return table
@@ -288,7 +305,9 @@ class FeatureEncoder:
     def __init__(self, schema: DatasetSchema) -> None:
         unfitted = [f.name for f in schema.fields.values() if not f.is_fitted]
         if unfitted:
-            raise SchemaError(f"fields {unfitted} have no fitted vocabulary; run fit_schema on training data first")
+            raise SchemaError(
+                f"fields {unfitted} have no fitted vocabulary; fit the schema on training data first (fit_schema)"
+            )
         self.schema = schema
         self._tables = {f.name: _lookup_table(f.vocabulary) for f in schema.fields.values() if f.vocabulary is not None}
         # BUCKETIZE fields: bucket -> vocabulary index, the last entry (bucket -1) OOV
@@ -379,166 +398,6 @@ class FeatureEncoder:
         out[filled] = flat  # row-major order is the tokens' order
         unknown = ((out == OOV_INDEX) & filled).any(axis=1)
         return out, int((unknown | (lengths == 0)).sum())
-
-
-@dataclass(frozen=True)
-class VocabularyLimits:
-    """Which values of a categorical field its fitted vocabulary keeps (FuxiCTR's `min_categr_count`,
-    NVTabular's `freq_threshold`, torchrec's capped tables).
-
-    Args:
-        min_frequency: values seen fewer times in training stay out (they encode to OOV).
-        max_size: keep at most this many values, the most frequent (0: no cap).
-    """
-
-    min_frequency: int
-    max_size: int
-
-
-class SchemaFitter:
-    """Fits a schema's encoding state on training rows that come in one or more chunks.
-
-    `update` counts a chunk (value counts per categorical field; count, mean and squared deviations per
-    dense field, merged as Chan et al. do); `fitted` ranks and cuts the merged counts. Fitting a file
-    chunk by chunk gives the vocabularies of fitting it whole.
-
-    Args:
-        schema: fields with their sources and transforms; vocabularies and statistics are ignored.
-        min_frequency: the vocabulary cut of fields that `limits` does not name.
-        limits: field name -> its own vocabulary cut.
-    """
-
-    def __init__(
-        self, schema: DatasetSchema, min_frequency: int = 1, limits: Mapping[str, VocabularyLimits] | None = None
-    ) -> None:
-        self.schema = schema
-        self._limits = {name: VocabularyLimits(min_frequency, 0) for name in schema.fields} | dict(limits or {})
-        unknown = sorted(set(self._limits) - set(schema.fields))
-        if unknown:
-            raise SchemaError(f"vocabulary limits for unknown fields {unknown}")
-        self._counts: dict[str, pd.Series] = {}
-        self._moments: dict[str, tuple[int, float, float]] = {}  # dense: (count, mean, sum of squared deviations)
-        self._raw: dict[str, dict[str, Any]] = {}  # field -> canonical key -> a raw value that gave it
-
-    def update(self, frame: pd.DataFrame) -> SchemaFitter:
-        """Count one chunk of training rows (one column per raw source); returns self."""
-        for field in self.schema.fields.values():
-            if field.source not in frame:
-                raise SchemaError(f"field {field.name!r} reads column {field.source!r}, which the data lacks")
-            values = frame[field.source].tolist()
-            self._add_raw(field, values)
-            if field.feature_type is FeatureType.DENSE:
-                self._add_moments(field.name, _dense(field, values))
-            elif field.is_hashed:
-                _hashed(field, values)  # checks the values; a hashed field has nothing to count
-            else:
-                sequence = field.feature_type is FeatureType.SEQUENCE
-                keys = list(chain.from_iterable(_tokens(field, values))) if sequence else _keys(field, values)
-                counts = _canonical_counts(keys)
-                previous = self._counts.get(field.name)
-                self._counts[field.name] = counts if previous is None else previous.add(counts, fill_value=0)
-        return self
-
-    def _add_raw(self, field: FieldSchema, values: list[Any]) -> None:
-        """Remember raw values, for examples: of a PREFIX field one per prefix (few), else the first present."""
-        raw = self._raw.setdefault(field.name, {})
-        if field.transform.kind is TransformKind.PREFIX:
-            keys = _keys(field, values)
-            for key, value in dict(zip(keys, values, strict=True)).items():
-                if key is not None:
-                    raw.setdefault(_canonical(key), value)
-        elif not raw:
-            empty = (isinstance(v, str | list | tuple) and not v for v in values)
-            first = next((v for v, e in zip(values, empty, strict=True) if _is_present(v) and not e), None)
-            if first is not None:
-                raw[""] = list(first) if isinstance(first, tuple | np.ndarray) else first
-
-    def _example(self, field: FieldSchema, vocabulary: tuple[str, ...] | None) -> Any:
-        """A raw value of the field: one giving its most frequent key (PREFIX), or the first one seen."""
-        raw = self._raw.get(field.name, {})
-        if field.transform.kind is TransformKind.PREFIX:
-            return raw.get(vocabulary[0]) if vocabulary else None
-        return _plain(raw.get(""))
-
-    def _add_moments(self, name: str, numbers: np.ndarray) -> None:
-        present = numbers[~np.isnan(numbers)]
-        if not present.size:
-            return
-        count, mean, squares = self._moments.get(name, (0, 0.0, 0.0))
-        chunk_mean = float(present.mean())
-        chunk_squares = float(((present - chunk_mean) ** 2).sum())
-        total = count + present.size
-        delta = chunk_mean - mean
-        self._moments[name] = (
-            total,
-            mean + delta * present.size / total,
-            squares + chunk_squares + delta**2 * count * present.size / total,
-        )
-
-    def fitted(self) -> DatasetSchema:
-        """The schema with vocabularies (most frequent first, ties by value), vocabulary sizes, bucket counts
-        and dense means and stds filled in."""
-        fitted: list[FieldSchema] = []
-        for field in self.schema.fields.values():
-            if field.feature_type is FeatureType.DENSE:
-                count, mean, squares = self._moments.get(field.name, (0, 0.0, 0.0))
-                std = math.sqrt(squares / count) if count else 0.0
-                done = replace(field, mean=mean, std=std if std > 0 else 1.0)
-            elif field.is_hashed:
-                done = replace(field, vocabulary_size=field.transform.buckets + 1)
-            else:
-                vocabulary = _ranked(self._counts.get(field.name, pd.Series(dtype=np.int64)), self._limits[field.name])
-                done = replace(field, vocabulary=vocabulary, vocabulary_size=len(vocabulary) + 1)
-            fitted.append(replace(done, example=self._example(field, done.vocabulary)))
-        return self.schema.with_fields(fitted)
-
-
-def _plain(value: Any) -> Any:
-    """A raw value as JSON holds it: numpy scalars as Python numbers, tuples as lists."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _canonical_counts(keys: list[Any]) -> pd.Series:
-    """Occurrences of each present key, indexed by canonical form (196, 196.0 and "196" count as "196")."""
-    counts = pd.Series(keys, dtype=object).value_counts(dropna=True, sort=False)
-    canonical = pd.Index(list(map(_canonical, counts.index)), dtype=object)  # one call per distinct key
-    return counts.groupby(canonical, sort=False).sum().astype(np.int64)
-
-
-def _ranked(counts: pd.Series, limits: VocabularyLimits) -> tuple[str, ...]:
-    """The kept keys of `counts`: most frequent first, ties in ascending order of the key."""
-    keys = counts.index.to_numpy(dtype=object)
-    frequencies = counts.to_numpy(dtype=np.int64)
-    order = np.lexsort((keys, -frequencies))
-    kept = order[frequencies[order] >= limits.min_frequency]
-    if limits.max_size > 0:
-        kept = kept[: limits.max_size]
-    return tuple(keys[kept].tolist())
-
-
-def fit_schema(
-    schema: DatasetSchema,
-    frame: pd.DataFrame,
-    min_frequency: int = 1,
-    limits: Mapping[str, VocabularyLimits] | None = None,
-) -> DatasetSchema:
-    """Fit every field's encoding state on training data (`SchemaFitter` over one chunk).
-
-    Args:
-        schema: fields with their sources and transforms; vocabularies and statistics are ignored.
-        frame: training rows, one column per raw source.
-        min_frequency: values seen fewer times than this stay out of the vocabulary (they map to OOV).
-        limits: per-field vocabulary cuts that replace `min_frequency` for the fields they name.
-
-    Returns:
-        The schema with vocabularies (most frequent first, ties by value), vocabulary sizes, and
-        dense means and stds filled in.
-    """
-    return SchemaFitter(schema, min_frequency, limits).update(frame).fitted()
 
 
 _INT64_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}

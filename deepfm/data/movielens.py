@@ -32,7 +32,8 @@ import torch
 
 from deepfm.config import MovieLensConfig
 from deepfm.data.dataset import CTRDataset, ResampledDataset, to_tensors
-from deepfm.data.encoding import FeatureEncoder, fit_schema
+from deepfm.data.encoding import FeatureEncoder
+from deepfm.data.fitting import fit_schema
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind, embedding_dim_for
 from deepfm.errors import ConfigError, DataError
 

@@ -5,12 +5,17 @@ description of each field (type, vocabulary size, embedding dim), a `FieldSchema
 encoding needs: the raw request field it reads (`source`), the `Transform` applied to that raw value
 and, once fitted on training data, the vocabulary (categorical fields) or the normalisation
 statistics (dense fields). The whole schema round-trips losslessly through JSON.
+
+A large vocabulary may live in a file beside the JSON (as an artifact stores it): the field's JSON then
+names the file (`vocabulary_file`) instead of listing the values, its `vocabulary_size` still says how
+many there are, and the document's format version is `FILE_VOCABULARIES_FORMAT_VERSION`. Whoever
+writes and reads that file (`deepfm.artifact`) passes the values in and out.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from itertools import pairwise
@@ -19,6 +24,9 @@ from typing import Any
 from deepfm.errors import SchemaError
 
 SCHEMA_FORMAT_VERSION = 1
+"""The format of a schema document whose vocabularies are all inline (what older readers know)."""
+FILE_VOCABULARIES_FORMAT_VERSION = 2
+"""The format of a schema document some of whose vocabularies are in files beside it (`vocabulary_file`)."""
 COMBINERS = ("mean", "sum", "max")
 OOV_INDEX = 0
 
@@ -274,8 +282,9 @@ class FieldSchema:
             return self.vocabulary_size == self.transform.buckets + 1
         return not self.is_categorical or self.vocabulary is not None
 
-    def to_dict(self) -> dict[str, Any]:
-        """The field as JSON-ready values."""
+    def to_dict(self, vocabulary_file: str | None = None) -> dict[str, Any]:
+        """The field as JSON-ready values; with `vocabulary_file`, its vocabulary is named as held there
+        instead of listed (the caller writes that file)."""
         out: dict[str, Any] = {
             "name": self.name,
             "feature_type": self.feature_type.value,
@@ -288,7 +297,10 @@ class FieldSchema:
             "transform": self.transform.to_dict(),
         }
         if self.is_categorical and not self.is_hashed:
-            out["vocabulary"] = None if self.vocabulary is None else list(self.vocabulary)
+            if vocabulary_file is not None and self.vocabulary is not None:
+                out["vocabulary_file"] = vocabulary_file
+            else:
+                out["vocabulary"] = None if self.vocabulary is None else list(self.vocabulary)
         elif not self.is_categorical:
             out["mean"] = self.mean
             out["std"] = self.std
@@ -297,10 +309,17 @@ class FieldSchema:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> FieldSchema:
-        """Inverse of `to_dict`."""
+    def from_dict(cls, data: Mapping[str, Any], vocabulary_from_file: Sequence[str] | None = None) -> FieldSchema:
+        """Inverse of `to_dict`; a field whose JSON names a `vocabulary_file` takes `vocabulary_from_file`,
+        the values read from it."""
         try:
             vocabulary = data.get("vocabulary")
+            if "vocabulary_file" in data:
+                if vocabulary is not None or vocabulary_from_file is None:
+                    raise ValueError(f"names vocabulary_file {data['vocabulary_file']!r}: its values must come from it")
+                vocabulary = tuple(vocabulary_from_file)  # strings already: the file holds text
+            elif vocabulary_from_file is not None:
+                raise ValueError("has vocabulary values from a file but names no vocabulary_file")
             return cls(
                 name=str(data["name"]),
                 feature_type=FeatureType(data["feature_type"]),
@@ -311,13 +330,31 @@ class FieldSchema:
                 combiner=str(data.get("combiner", "mean")),
                 source=str(data.get("source", "")),
                 transform=Transform.from_dict(data.get("transform", {"kind": "identity"})),
-                vocabulary=None if vocabulary is None else tuple(str(v) for v in vocabulary),
+                vocabulary=vocabulary
+                if vocabulary is None or isinstance(vocabulary, tuple)
+                else tuple(map(str, vocabulary)),
                 mean=float(data.get("mean", 0.0)),
                 std=float(data.get("std", 1.0)),
                 example=data.get("example"),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise SchemaError(f"invalid field {data.get('name', '?')!r}: {exc!r}") from exc
+
+
+def vocabulary_files(data: Mapping[str, Any]) -> dict[str, str]:
+    """Field name -> the file holding its vocabulary, for the fields of a schema document that name one.
+
+    Raises:
+        SchemaError: the document has no 'fields' list, or names a file by anything but a string.
+    """
+    fields = data.get("fields")
+    if not isinstance(fields, list) or not all(isinstance(f, Mapping) for f in fields):
+        raise SchemaError("schema needs a 'fields' list of objects")
+    files = {str(f.get("name")): f["vocabulary_file"] for f in fields if "vocabulary_file" in f}
+    bad = {name: file for name, file in files.items() if not isinstance(file, str) or not file}
+    if bad:
+        raise SchemaError(f"vocabulary_file must be a file name, got {bad}")
+    return files
 
 
 class DatasetSchema:
@@ -397,27 +434,53 @@ class DatasetSchema:
         """A copy with the embedding dims of the named fields changed."""
         return self.with_fields(replace(self.fields[n], embedding_dim=d) for n, d in dims.items())
 
-    def to_dict(self) -> dict[str, Any]:
-        """The schema as JSON-ready values, with its format version."""
+    def to_dict(self, vocabulary_files: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The schema as JSON-ready values, with its format version.
+
+        Args:
+            vocabulary_files: field name -> the file that holds its vocabulary, for the fields whose
+                vocabulary is not to be listed inline (the caller writes those files).
+        """
+        files = dict(vocabulary_files or {})
+        unknown = sorted(set(files) - {f.name for f in self.fields.values() if f.vocabulary is not None})
+        if unknown:
+            raise SchemaError(f"vocabulary files for fields {unknown}, which have no vocabulary")
         return {
-            "format_version": SCHEMA_FORMAT_VERSION,
+            "format_version": FILE_VOCABULARIES_FORMAT_VERSION if files else SCHEMA_FORMAT_VERSION,
             "label_field": self.label_field,
-            "fields": [f.to_dict() for f in self.fields.values()],
+            "fields": [f.to_dict(files.get(f.name)) for f in self.fields.values()],
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DatasetSchema:
-        """Inverse of `to_dict`; refuses other format versions."""
-        version = data.get("format_version")
-        if version != SCHEMA_FORMAT_VERSION:
-            raise SchemaError(f"unsupported schema format_version {version!r}, expected {SCHEMA_FORMAT_VERSION}")
-        if not isinstance(data.get("fields"), list):
-            raise SchemaError("schema needs a 'fields' list")
-        return cls([FieldSchema.from_dict(f) for f in data["fields"]], str(data.get("label_field", "label")))
+    def from_dict(
+        cls, data: Mapping[str, Any], vocabularies: Mapping[str, Sequence[str]] | None = None
+    ) -> DatasetSchema:
+        """Inverse of `to_dict`; refuses other format versions.
 
-    def to_json(self) -> str:
-        """The schema as a JSON document."""
-        return json.dumps(self.to_dict(), indent=2)
+        Args:
+            data: the schema document.
+            vocabularies: field name -> its vocabulary, read from the file its JSON names (`vocabulary_files`).
+        """
+        version = data.get("format_version")
+        known = (SCHEMA_FORMAT_VERSION, FILE_VOCABULARIES_FORMAT_VERSION)
+        if version not in known:
+            raise SchemaError(f"unsupported schema format_version {version!r}, expected one of {list(known)}")
+        files = vocabulary_files(data)
+        if files and version != FILE_VOCABULARIES_FORMAT_VERSION:
+            raise SchemaError(
+                f"fields {sorted(files)} name vocabulary files, which format_version {version} does not have"
+            )
+        given = dict(vocabularies or {})
+        if set(given) != set(files):
+            raise SchemaError(
+                f"vocabularies given for {sorted(given)}, but fields {sorted(files)} name vocabulary files"
+            )
+        fields = [FieldSchema.from_dict(f, given.get(str(f.get("name")))) for f in data["fields"]]
+        return cls(fields, str(data.get("label_field", "label")))
+
+    def to_json(self, vocabulary_files: Mapping[str, str] | None = None) -> str:
+        """The schema as a JSON document (see `to_dict`)."""
+        return json.dumps(self.to_dict(vocabulary_files), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> DatasetSchema:

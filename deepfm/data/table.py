@@ -31,7 +31,8 @@ import pandas as pd
 
 from deepfm.config import FieldConfig, TableConfig
 from deepfm.data.dataset import CTRDataset, compact, to_tensors
-from deepfm.data.encoding import FeatureEncoder, VocabularyLimits, fit_schema
+from deepfm.data.encoding import FeatureEncoder
+from deepfm.data.fitting import VocabularyLimits, fit_schema
 from deepfm.data.schema import (
     DatasetSchema,
     FeatureType,

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfm.data.encoding import EncodedBatch, FeatureEncoder, fit_schema
+from deepfm.data.encoding import EncodedBatch, FeatureEncoder
+from deepfm.data.fitting import fit_schema
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind
 from deepfm.errors import EncodingError, SchemaError
 

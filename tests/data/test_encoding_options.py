@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfm.data.encoding import FeatureEncoder, SchemaFitter, VocabularyLimits, fit_schema, fnv1a_64
+from deepfm.data.encoding import FeatureEncoder, fnv1a_64
+from deepfm.data.fitting import SchemaFitter, VocabularyLimits, fit_schema
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind
 from deepfm.errors import EncodingError, SchemaError
 

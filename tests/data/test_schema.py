@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from deepfm.data.schema import (
+    FILE_VOCABULARIES_FORMAT_VERSION,
     OOV_INDEX,
     SCHEMA_FORMAT_VERSION,
     DatasetSchema,
@@ -16,6 +17,7 @@ from deepfm.data.schema import (
     Transform,
     TransformKind,
     embedding_dim_for,
+    vocabulary_files,
 )
 from deepfm.errors import DeepFMError, SchemaError
 
@@ -104,7 +106,7 @@ def test_unfitted_field_round_trips_as_unfitted() -> None:
     assert restored.fields["item"].vocabulary_size == 10
 
 
-@pytest.mark.parametrize("version", [None, 0, 2, "1"])
+@pytest.mark.parametrize("version", [None, 0, 3, "1"])  # 1 and 2 are the known formats
 def test_from_json_refuses_other_format_versions(fitted_schema: DatasetSchema, version: Any) -> None:
     data = fitted_schema.to_dict()
     data["format_version"] = version
@@ -308,3 +310,21 @@ def test_new_transforms_round_trip_with_only_their_parameters() -> None:
 def test_a_hashed_field_is_fitted_once_it_has_a_row_per_bucket() -> None:
     assert not FieldSchema("ad_id", SPARSE, transform=HASH).is_fitted
     assert FieldSchema("ad_id", SPARSE, vocabulary_size=9, transform=HASH).is_fitted
+
+
+def test_a_vocabulary_named_in_a_file_round_trips_with_its_values(fitted_schema: DatasetSchema) -> None:
+    name = next(f.name for f in fitted_schema.fields.values() if f.vocabulary)
+    values = fitted_schema.fields[name].vocabulary
+    data = json.loads(fitted_schema.to_json({name: "vocabularies.npz"}))
+    field = next(f for f in data["fields"] if f["name"] == name)
+
+    assert data["format_version"] == FILE_VOCABULARIES_FORMAT_VERSION
+    assert field["vocabulary_file"] == "vocabularies.npz" and "vocabulary" not in field
+    assert vocabulary_files(data) == {name: "vocabularies.npz"}
+    assert DatasetSchema.from_dict(data, {name: values}) == fitted_schema
+    with pytest.raises(SchemaError, match="vocabularies given for"):
+        DatasetSchema.from_dict(data)  # the file's values were not read
+    with pytest.raises(SchemaError, match="which format_version 1 does not have"):
+        DatasetSchema.from_dict({**data, "format_version": SCHEMA_FORMAT_VERSION}, {name: values})
+    with pytest.raises(SchemaError, match="which have no vocabulary"):
+        fitted_schema.to_dict({"no such field": "vocabularies.npz"})

@@ -23,7 +23,7 @@ def build_synthetic_store(store: Path) -> Path:
     import torch
 
     from deepfm.artifact import export_artifact
-    from deepfm.data.encoding import fit_schema
+    from deepfm.data.fitting import fit_schema
     from deepfm.data.movielens import movielens_schema
     from deepfm.data.schema import embedding_dim_for
     from deepfm.models.registry import build_model

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from serving_helpers import MakeClient, Trained, base_schema, train
 from torch import nn
 
-from deepfm.data.encoding import fit_schema
+from deepfm.data.fitting import fit_schema
 from service.app import create_app
 from service.settings import ENV_PREFIX, Settings
 from tools.synthetic import movielens_rows

@@ -27,7 +27,8 @@ from serving_helpers import base_schema
 from deepfm import cli
 from deepfm.config import TrainingConfig
 from deepfm.data.dataset import CTRDataset, to_tensors
-from deepfm.data.encoding import FeatureEncoder, fit_schema
+from deepfm.data.encoding import FeatureEncoder
+from deepfm.data.fitting import fit_schema
 from deepfm.models import build_model
 from deepfm.training import experiment
 from deepfm.training.distributed import process_group
