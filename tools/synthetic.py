@@ -7,6 +7,7 @@ scores differ from row to row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -65,3 +66,50 @@ def movielens_rows(num_rows: int, seed: int = 0, shape: MovieLensShape = SMALL) 
             "label": (rng.random(num_rows) < 1 / (1 + np.exp(-logit))).astype(np.float32),
         }
     )
+
+
+def write_movielens_100k_layout(folder: str | Path, users: int, movies: int, ratings: int, seed: int = 0) -> Path:
+    """A GroupLens ml-100k folder (u.data, u.user, u.item, u.genre) of about `ratings` ratings: users'
+    activity log-normal, movies' popularity Zipf-like (a long tail), ratings higher for a user's liked genre.
+    Each (user, movie) pair is rated at most once."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    genres = MOVIELENS_100K.genres
+    activity = rng.lognormal(0.0, 1.0, users)
+    popularity = 1.0 / np.arange(1, movies + 1) ** 0.9
+    if ratings > users * movies // 2:
+        raise ValueError(f"{ratings} ratings over {users} users x {movies} movies: too dense to draw")
+    order = rng.permutation(movies)  # which movie ids are popular
+    keys = np.zeros(0, dtype=np.int64)
+    while len(keys) < ratings:  # rounds of draws; pairs drawn twice count once
+        need = int((ratings - len(keys)) * 1.3) + 16
+        user = rng.choice(users, need, p=activity / activity.sum()) + 1
+        movie = order[rng.choice(movies, need, p=popularity / popularity.sum())] + 1
+        keys = np.unique(np.concatenate([keys, user.astype(np.int64) * (movies + 1) + movie]))
+    user, movie = np.sort(rng.choice(keys, ratings, replace=False)).__divmod__(movies + 1)
+    movie_genres = rng.random((movies, len(genres))) < 0.12
+    movie_genres[np.arange(movies), rng.integers(0, len(genres), movies)] = True  # at least one genre each
+    liked = rng.integers(0, len(genres), users)
+    mean = 3.0 + 1.2 * movie_genres[movie - 1, liked[user - 1]]
+    stars = np.clip(np.rint(rng.normal(mean, 1.0)), 1, 5).astype(np.int64)
+    stamps = 874_724_710 + rng.integers(0, 20_000_000, len(user))
+    pd.DataFrame({"u": user, "m": movie, "r": stars, "t": stamps}).to_csv(
+        out / "u.data", sep="\t", header=False, index=False
+    )
+    pd.DataFrame(
+        {
+            "user_id": np.arange(1, users + 1),
+            "age": rng.integers(*MOVIELENS_100K.ages, users),
+            "gender": rng.choice(["M", "F"], users),
+            "occupation": rng.choice(MOVIELENS_100K.occupations, users),
+            "zip_code": pd.Series(rng.integers(0, 99_999, users)).map("{:05d}".format),
+        }
+    ).to_csv(out / "u.user", sep="|", header=False, index=False)
+    items = pd.DataFrame({"movie_id": np.arange(1, movies + 1), "title": "Movie", "release": "01-Jan-1995"})
+    items = items.assign(video="", url="", **{name: movie_genres[:, i].astype(int) for i, name in enumerate(genres)})
+    items.to_csv(out / "u.item", sep="|", header=False, index=False, encoding="latin-1")
+    pd.DataFrame({"genre": genres, "index": range(len(genres))}).to_csv(
+        out / "u.genre", sep="|", header=False, index=False
+    )
+    return out
