@@ -315,29 +315,83 @@ class MovieLensAdapter:
         return self._features(rows), torch.from_numpy(rows[LABEL].to_numpy(dtype=np.float32, copy=True))
 
     def _eval_queries(self, held_out: pd.DataFrame, rated: np.ndarray, num_negatives: int, seed: int) -> pd.DataFrame:
-        """Each held-out rating followed by up to `num_negatives` distinct unrated movies."""
+        """Each held-out rating followed by up to `num_negatives` distinct unrated movies (all of them when fewer).
+
+        Vectorised over queries: a user with at least twice `num_negatives` unrated movies gets uniform
+        draws, where a rated or repeated movie is redrawn until none is left (rejection rounds against
+        the sorted pair keys); the few others take their unrated movies from the complement, shuffled.
+        """
         rng = np.random.default_rng(seed)
-        movie_ids = self.tables.movies["movie_id"].to_numpy()
+        movie_ids = self.tables.movies["movie_id"].to_numpy().astype(np.int64)
         stride = int(movie_ids.max()) + 1
-        parts = []
-        for query, (user_id, movie_id, label) in enumerate(held_out[["user_id", "movie_id", LABEL]].to_numpy()):
-            low, high = np.searchsorted(rated, [user_id * stride, (user_id + 1) * stride])
-            user_rated = rated[low:high] - int(user_id) * stride
-            candidates = np.setdiff1d(movie_ids, user_rated)
-            take = min(num_negatives, len(candidates))
-            negatives = rng.choice(candidates, size=take, replace=False)
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "user_id": int(user_id),
-                        "movie_id": np.concatenate([[int(movie_id)], negatives]),
-                        LABEL: np.concatenate([[label], np.zeros(take)]).astype("float32"),
-                        "query": query,
-                        "is_target": np.arange(take + 1) == 0,
-                    }
-                )
-            )
-        return pd.concat(parts, ignore_index=True)
+        users = held_out["user_id"].to_numpy().astype(np.int64)
+        low, high = np.searchsorted(rated, users * stride), np.searchsorted(rated, (users + 1) * stride)
+        unrated = len(movie_ids) - (high - low)
+        drawn = unrated >= 2 * num_negatives
+        parts = [self._drawn_negatives(np.flatnonzero(drawn), users, rated, movie_ids, num_negatives, rng)]
+        parts.append(self._complement_negatives(np.flatnonzero(~drawn), users, rated, movie_ids, num_negatives, rng))
+        query = np.concatenate([np.arange(len(users)), *(p[0] for p in parts)])
+        movie = np.concatenate([held_out["movie_id"].to_numpy().astype(np.int64), *(p[1] for p in parts)])
+        order = np.argsort(query, kind="stable")  # each query's target, then its negatives in draw order
+        query, movie = query[order], movie[order]
+        is_target = np.zeros(len(query), dtype=bool)
+        is_target[np.searchsorted(query, np.arange(len(users)))] = True
+        labels = np.zeros(len(query), dtype=np.float32)
+        labels[is_target] = held_out[LABEL].to_numpy(dtype=np.float32)
+        return pd.DataFrame(
+            {"user_id": users[query], "movie_id": movie, LABEL: labels, "query": query, "is_target": is_target}
+        )
+
+    @staticmethod
+    def _drawn_negatives(
+        queries: np.ndarray,
+        users: np.ndarray,
+        rated: np.ndarray,
+        movie_ids: np.ndarray,
+        k: int,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(query, movie) of k distinct unrated movies for each of `queries`, by rejection rounds."""
+        stride = int(movie_ids.max()) + 1
+        picked = movie_ids[rng.integers(0, len(movie_ids), (len(queries), k))]  # (Q, k)
+        owners = users[queries][:, None] * stride
+        redo = np.ones(picked.shape, dtype=bool)
+        while redo.any():
+            rows = np.flatnonzero(redo.any(axis=1))
+            block, keys = picked[rows], owners[rows] + picked[rows]
+            hit = rated[np.minimum(np.searchsorted(rated, keys), len(rated) - 1)] == keys
+            order = np.argsort(block, axis=1, kind="stable")
+            ordered = np.take_along_axis(block, order, axis=1)
+            repeat = np.zeros(block.shape, dtype=bool)  # the later of two equal movies in a row
+            np.put_along_axis(repeat, order[:, 1:], ordered[:, 1:] == ordered[:, :-1], axis=1)
+            redo[:] = False
+            redo[rows] = hit | repeat
+            picked[redo] = movie_ids[rng.integers(0, len(movie_ids), int(redo.sum()))]
+        return np.repeat(queries, k), picked.ravel()
+
+    @staticmethod
+    def _complement_negatives(
+        queries: np.ndarray,
+        users: np.ndarray,
+        rated: np.ndarray,
+        movie_ids: np.ndarray,
+        k: int,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(query, movie) of min(k, unrated) unrated movies, in random order, for users who rated nearly all."""
+        if len(queries) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        stride = int(movie_ids.max()) + 1
+        query = np.repeat(queries, len(movie_ids))  # every (query, movie) pair: these users are few
+        movie = np.tile(movie_ids, len(queries))
+        keys = users[query] * stride + movie
+        keep = rated[np.minimum(np.searchsorted(rated, keys), len(rated) - 1)] != keys
+        query, movie = query[keep], movie[keep]
+        shuffled = np.lexsort((rng.random(len(query)), query))
+        query, movie = query[shuffled], movie[shuffled]
+        starts = np.searchsorted(query, query, side="left")
+        first = np.arange(len(query)) - starts < k
+        return query[first], movie[first]
 
     def _features(self, rows: pd.DataFrame) -> dict[str, torch.Tensor]:
         """Encoded features of (user_id, movie_id) rows, gathered from the encoded user and movie tables."""
