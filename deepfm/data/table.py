@@ -458,7 +458,11 @@ class TableSource:
         """Pass 1: the labels (and times) of every row, the sample, and each row's split."""
         config = self._config
         self._sample = next(read_blocks(self.files["train"], config.block_rows))
-        self._text = [str(c) for c, kind in self._sample.dtypes.items() if pd.api.types.is_object_dtype(kind)]
+        self._text = [
+            str(c)
+            for c, kind in self._sample.dtypes.items()
+            if pd.api.types.is_object_dtype(kind) or pd.api.types.is_string_dtype(kind)
+        ]
         self._numbers = [
             str(c) for c, kind in self._sample.dtypes.items()
             if pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind)

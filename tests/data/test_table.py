@@ -387,3 +387,13 @@ def test_the_encoded_files_are_removed_once_the_datasets_are_released(csv_path: 
 def test_block_sizes_below_one_are_config_errors(csv_path: Path, key: str) -> None:
     with pytest.raises(ConfigError, match=f"data.{key} must be >= 1, got 0"):
         TableSource(table(csv_path, **{key: 0}))
+
+
+def test_a_text_column_stays_text_in_blocks_that_look_like_numbers(log: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "codes.csv"
+    log.assign(code=[f"x{i % 7}" if i < 500 else f"{i % 7:03d}" for i in range(ROWS)]).to_csv(path, index=False)
+    fields = (FieldConfig("code"), FieldConfig("user"))
+
+    schema, *_ = TableSource(table(path, fields=fields, block_rows=400)).build()
+
+    assert set(schema.fields["code"].vocabulary or ()) == {f"x{i}" for i in range(7)} | {f"{i:03d}" for i in range(7)}
