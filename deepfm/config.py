@@ -108,6 +108,10 @@ class TableConfig:
     split_seed: int = 42  # seed of the random split (no time_column)
     fields: tuple[FieldConfig, ...] = ()  # empty: inferred from the training rows (see `deepfm init`)
     sparse_max_distinct: int = 1000  # inference: integer columns with at most this many values are sparse
+    block_rows: int = 250_000  # rows read at a time (CSV chunk, Parquet batch); fields are inferred from the first
+    cache_dir: str = ""  # where the encoded column files go (a fresh folder, removed after use); empty: the temp dir
+    shuffle_block_rows: int = 100_000  # training order: blocks of this many rows shuffled, then rows within a window
+    shuffle_window_blocks: int = 10  # blocks per shuffle window; a split of at most one window is shuffled whole
 
 
 DataConfig = MovieLensConfig | TableConfig
@@ -215,6 +219,7 @@ class TrainingConfig:
     num_threads: int = 1  # torch intra-op threads, set deliberately: 1 lets two runs share 2 cores
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda; under torchrun each process takes cuda:LOCAL_RANK
     amp: bool = False  # CUDA only: mixed precision (float16 autocast with a gradient scaler)
+    prefetch_batches: int = 2  # batches prepared ahead of the step by a background thread; 0: in the loop
     progress: bool = True  # tqdm progress bars
     output_dir: str = "runs"  # where a run writes checkpoints, metrics and curves
 
@@ -323,6 +328,8 @@ def portable(config: ExperimentConfig) -> ExperimentConfig:
     """The config with its data paths relative to the working directory or by name: what an artifact records."""
     data = config.data
     moved: dict[str, Any] = {key: _portable_path(getattr(data, key)) for key in _PATH_KEYS if hasattr(data, key)}
+    if isinstance(data, TableConfig):
+        moved["cache_dir"] = ""  # scratch space of this machine, not part of the data's identity
     return dataclasses.replace(config, data=dataclasses.replace(data, **moved))
 
 

@@ -112,4 +112,61 @@ def write_movielens_100k_layout(folder: str | Path, users: int, movies: int, rat
     pd.DataFrame({"genre": genres, "index": range(len(genres))}).to_csv(
         out / "u.genre", sep="|", header=False, index=False
     )
+
+
+CRITEO_CARDINALITIES = (
+    1_460, 583, 2_000_000, 305, 24, 12_517, 633, 3, 93_145, 5_683, 8_351_593, 3_194, 27, 14_992,
+    5_461_306, 10, 5_652, 2_173, 4, 7_046_547, 18, 15, 286_181, 105, 142_572, 400,
+)  # fmt: skip
+"""Distinct ids that each of C1..C26 may draw (Criteo Kaggle's cardinalities, C3 raised to 2M)."""
+
+
+def criteo_rows(num_rows: int, seed: int = 0) -> pd.DataFrame:
+    """Criteo-shaped click rows: `label`, integer counts I1..I13 (long tails, ~20% missing) and categorical
+    C1..C26 as 8-digit hex strings with Zipf-distributed ids (C3, C11, C15 and C20 reach millions of values
+    at 10M rows). The label depends on I1, I2, C1 and C2, so that a model has something to learn.
+    """
+    rng = np.random.default_rng(seed)
+    columns: dict[str, np.ndarray] = {}
+    for i in range(1, 14):
+        counts = np.floor(rng.lognormal(mean=1.0 + i % 4, sigma=1.5, size=num_rows)).astype(np.float64)
+        counts[rng.random(num_rows) < 0.2] = np.nan
+        columns[f"I{i}"] = counts
+    ids = {}
+    for i, cardinality in enumerate(CRITEO_CARDINALITIES, start=1):
+        # Zipf head plus a uniform tail, so that big fields hold many rare ids as real logs do
+        zipf = (rng.zipf(1.2, num_rows) - 1) % cardinality
+        tail = rng.integers(0, cardinality, num_rows)
+        ids[i] = np.where(rng.random(num_rows) < 0.5, zipf, tail)
+        hashed = (ids[i].astype(np.uint64) * np.uint64(2_654_435_761) + np.uint64(i * 97)) & np.uint64(0xFFFFFFFF)
+        distinct, inverse = np.unique(hashed, return_inverse=True)
+        text = np.array([f"{value:08x}" for value in distinct.tolist()], dtype=object)[inverse]
+        text[rng.random(num_rows) < 0.04 * (i % 3)] = None  # some fields have missing values
+        columns[f"C{i}"] = text
+    logit = (
+        -1.5 + 0.25 * np.nan_to_num(np.log1p(columns["I1"])) - 0.15 * np.nan_to_num(np.log1p(columns["I2"]))
+        + 0.8 * (ids[1] % 5 == 0) - 0.6 * (ids[2] % 3 == 0) + 0.5 * ((ids[1] + ids[2]) % 4 == 0)
+    )  # fmt: skip
+    label = (rng.random(num_rows) < 1 / (1 + np.exp(-logit))).astype(np.int8)
+    return pd.DataFrame({"label": label, **columns})
+
+
+def write_criteo(path: str | Path, num_rows: int, seed: int = 0, chunk_rows: int = 500_000) -> Path:
+    """Write `criteo_rows` as CSV or Parquet (by suffix), chunk by chunk so that memory stays one chunk's."""
+    out = Path(path)
+    parquet = out.suffix in (".parquet", ".pq")
+    writer = None
+    for number, start in enumerate(range(0, num_rows, chunk_rows)):
+        rows = criteo_rows(min(chunk_rows, num_rows - start), seed=seed * 1_000_003 + number)
+        if parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(rows, preserve_index=False)
+            writer = writer or pq.ParquetWriter(out, table.schema)
+            writer.write_table(table)
+        else:
+            rows.to_csv(out, mode="w" if number == 0 else "a", header=number == 0, index=False)
+    if writer is not None:
+        writer.close()
     return out

@@ -1,11 +1,17 @@
-"""In-memory datasets of encoded rows, for DataLoader-style access and fast batched iteration.
+"""Datasets of encoded rows, for DataLoader-style access and fast batched iteration: in memory
+(`CTRDataset`) or in column files on disk read block by block (`ColumnFiles`, written by `ColumnWriter`);
+`prefetched` prepares batches ahead of their use in a background thread.
 
 Index columns may be stored compactly (int32, see `compact`); batches always carry int64 indices.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -124,3 +130,215 @@ def shard(order: Tensor, rank: int, world_size: int) -> Tensor:
     per_rank = -(-len(order) // world_size)
     padded = order[torch.arange(per_rank * world_size) % len(order)]
     return padded[rank::world_size]
+
+
+# --- column files --------------------------------------------------------------------------------------------------
+
+LABELS_FILE = "labels.npy"
+
+
+class ColumnWriter:
+    """Writes the encoded columns of a known number of rows into .npy files in `folder`, block by block.
+
+    One file per field (`<position>.npy`, in `names` order) plus `labels.npy`; a file is created, with its
+    header and full size, when its first block comes, and the blocks are appended with plain writes, so
+    that memory holds one block whatever the number of rows.
+
+    Args:
+        folder: an existing, empty folder.
+        names: the fields, in model order.
+        num_rows: the rows that `append` will be given in all.
+    """
+
+    def __init__(self, folder: Path, names: Sequence[str], num_rows: int) -> None:
+        self.folder, self.names, self.num_rows = folder, list(names), num_rows
+        self._files: dict[str, Any] = {}
+        self._written = 0
+
+    def append(self, features: dict[str, np.ndarray], labels: np.ndarray) -> None:
+        """Add the next rows: field -> (B,) or (B, L) array, and (B,) labels."""
+        if self._written + len(labels) > self.num_rows:
+            raise ValueError(f"{self.folder}: more than the {self.num_rows} rows announced")
+        arrays = {str(position): features[name] for position, name in enumerate(self.names)}
+        for key, values in (arrays | {"labels": labels}).items():
+            if key not in self._files:
+                path = self.folder / f"{key}.npy"
+                header = np.lib.format.open_memmap(path, "w+", values.dtype, (self.num_rows, *values.shape[1:]))
+                offset = header.offset
+                del header  # the file exists at its full size; the rows are written below
+                self._files[key] = path.open("r+b")
+                self._files[key].seek(offset)
+            self._files[key].write(np.ascontiguousarray(values).tobytes())
+        self._written += len(labels)
+
+    def close(self) -> None:
+        """Close the files; ValueError if fewer rows came than announced."""
+        for file in self._files.values():
+            file.close()
+        self._files.clear()
+        if self._written != self.num_rows:
+            raise ValueError(f"{self.folder}: {self._written} rows written of the {self.num_rows} announced")
+
+
+class ColumnFiles(CTRDataset):
+    """Encoded rows in the column files of a `ColumnWriter`, read block by block.
+
+    Batches are read from the files in blocks of `block_rows` rows, each block a sequential read that is
+    copied out of a short-lived memory map, so that memory holds one window of blocks however many rows
+    the files have. Shuffled, the order is a block shuffle: the blocks in a random order, taken
+    `window_blocks` at a time, the rows of each window in a random order. A dataset of at most one
+    window is shuffled as `CTRDataset` shuffles (the same generator gives the same order). `features`
+    maps the files into memory for row access; batches do not go through it.
+
+    Args:
+        folder: the writer's folder.
+        names: the fields, in the writer's order.
+        block_rows: rows of a shuffle block and of a read.
+        window_blocks: blocks whose rows are shuffled together.
+        keep: an object to keep alive while the dataset is (e.g. the owner of a temporary folder).
+    """
+
+    def __init__(
+        self, folder: Path, names: Sequence[str], block_rows: int, window_blocks: int, keep: object = None
+    ) -> None:
+        if block_rows < 1 or window_blocks < 1:
+            raise ValueError(f"block_rows and window_blocks must be >= 1, got {block_rows} and {window_blocks}")
+        self.folder, self.block_rows, self.window_blocks, self._keep = folder, block_rows, window_blocks, keep
+        self._paths = {name: folder / f"{position}.npy" for position, name in enumerate(names)}
+        # copy-on-write maps: writable, so torch takes them without a warning; nothing is written back
+        features = {name: torch.from_numpy(np.load(path, mmap_mode="c")) for name, path in self._paths.items()}
+        super().__init__(features, torch.from_numpy(np.load(folder / LABELS_FILE)))
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, rank: int = 0, world_size: int = 1
+    ) -> Iterator[Batch]:
+        """Batches in file order, or block-shuffled when a generator is given; with `world_size` > 1 rank
+        `rank`'s share of that order, as `shard` takes it (see `CTRDataset.batches`)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        size = len(self)
+        per_rank = -(-size // world_size)
+        padding = per_rank * world_size - size  # positions past the end, wrapped round to the first rows
+        lead: list[np.ndarray] = []  # global rows at the first order positions, for the padding
+        carry: dict[str, np.ndarray] = {}
+        start = 0  # order position of the window's first row
+        for ranges, permutation in self._windows(generator):
+            rows = np.concatenate([np.arange(a, b) for a, b in ranges])
+            if permutation is not None:
+                rows = rows[permutation]
+            if padding and start < world_size:
+                lead.append(rows[: world_size - start])
+            mine = np.arange((rank - start) % world_size, len(rows), world_size) if world_size > 1 else None
+            chosen = permutation if mine is None else (mine if permutation is None else permutation[mine])
+            window = self._read(ranges, chosen)
+            start += len(rows)
+            carry = yield from self._full_batches(_joined(carry, window), batch_size)
+        if padding:
+            wrapped = np.concatenate(lead)[np.arange(size, size + padding) % size]
+            extra = wrapped[(rank - size) % world_size :: world_size]
+            if len(extra):
+                carry = _joined(carry, self._read([(int(r), int(r) + 1) for r in extra], None))
+        yield from self._full_batches(carry, batch_size, last=True)
+
+    def _windows(self, generator: torch.Generator | None) -> Iterator[tuple[list[tuple[int, int]], np.ndarray | None]]:
+        """(contiguous row ranges of a window, order of its rows or None for file order), window by window."""
+        size, block = len(self), self.block_rows
+        blocks = [(a, min(a + block, size)) for a in range(0, size, block)]
+        if generator is None:
+            for first in range(0, len(blocks), self.window_blocks):
+                yield blocks[first : first + self.window_blocks], None
+        elif len(blocks) <= self.window_blocks:
+            yield [(0, size)], torch.randperm(size, generator=generator).numpy()
+        else:
+            shuffled = [blocks[b] for b in torch.randperm(len(blocks), generator=generator).tolist()]
+            for first in range(0, len(shuffled), self.window_blocks):
+                ranges = shuffled[first : first + self.window_blocks]
+                rows = sum(b - a for a, b in ranges)
+                yield ranges, torch.randperm(rows, generator=generator).numpy()
+
+    def _read(self, ranges: list[tuple[int, int]], chosen: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Columns (and "" for the labels) of the rows in `ranges`, concatenated, then taken at `chosen`."""
+        window = {}
+        for name, path in [*self._paths.items(), ("", self.folder / LABELS_FILE)]:
+            mapped = np.load(path, mmap_mode="r")
+            values = np.concatenate([mapped[a:b] for a, b in ranges])
+            del mapped  # unmapped: the pages read do not stay in this process's memory
+            window[name] = values if chosen is None else values[chosen]
+        return window
+
+    def _full_batches(
+        self, rows: dict[str, np.ndarray], batch_size: int, last: bool = False
+    ) -> Generator[Batch, None, dict[str, np.ndarray]]:
+        """The whole batches of `rows` (and the last, short one if `last`); returns the rows left over."""
+        count = len(rows[""]) if rows else 0
+        end = count if last else count - count % batch_size
+        for start in range(0, end, batch_size):
+            labels = torch.from_numpy(rows[""][start : start + batch_size])
+            features = {
+                name: _widened(torch.from_numpy(rows[name][start : start + batch_size])) for name in self._paths
+            }
+            yield features, labels
+        return {name: values[end:] for name, values in rows.items()} if end < count else {}
+
+
+def _joined(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rows of `first`, then those of `second` (either may be empty: {})."""
+    if not first or not second:
+        return first or second
+    return {name: np.concatenate([values, second[name]]) for name, values in first.items()}
+
+
+# --- prefetch ------------------------------------------------------------------------------------------------------
+
+Item = TypeVar("Item")
+_END = object()
+
+
+def prefetched(items: Iterator[Item], depth: int) -> Generator[Item, None, None]:
+    """The items of `items`, produced up to `depth` ahead by a background thread.
+
+    An exception of the producer is raised here, where the item would have come; when the consumer stops
+    early (closes this generator, or drops it), the producer stops and its thread is joined. `depth` 0
+    iterates in the calling thread.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((_END, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="deepfm-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()

@@ -22,7 +22,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterator
+import shutil
+import sys
+import tempfile
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,9 +34,9 @@ import numpy as np
 import pandas as pd
 
 from deepfm.config import FieldConfig, TableConfig
-from deepfm.data.dataset import CTRDataset, compact, to_tensors
+from deepfm.data.dataset import ColumnFiles, ColumnWriter, CTRDataset, compact
 from deepfm.data.encoding import FeatureEncoder
-from deepfm.data.fitting import VocabularyLimits, fit_schema
+from deepfm.data.fitting import SchemaFitter, VocabularyLimits
 from deepfm.data.schema import (
     DatasetSchema,
     FeatureType,
@@ -53,20 +57,49 @@ _NAME_DEFAULT = {f.name: f.default for f in dataclasses.fields(FieldConfig)}
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Rows of a CSV file, a Parquet file or a folder of Parquet files; DataError if absent, unreadable or empty."""
+    """All rows of a CSV file, a Parquet file or a folder of Parquet files (index: the row in the file);
+    DataError if absent, unreadable or empty. Large files: `read_blocks`."""
+    return pd.concat(list(read_blocks(path, sys.maxsize)))
+
+
+def read_blocks(
+    path: str | Path, block_rows: int, columns: Sequence[str] | None = None, text: Sequence[str] = ()
+) -> Iterator[pd.DataFrame]:
+    """The rows of a table `block_rows` at a time, indexed by their row in the file (header excluded).
+
+    Args:
+        path: a CSV file (tab-separated if .tsv), a Parquet file or a folder of Parquet files.
+        block_rows: rows per block (a CSV chunk, a Parquet batch).
+        columns: read only these (None: all).
+        text: CSV columns read as text in every block (pandas infers each block's types on its own).
+
+    Raises:
+        DataError: the file is absent, unreadable, empty or holds no rows.
+    """
     source = Path(path)
     if not source.exists():
         raise DataError(f"data file {source} not found")
     parquet = source.is_dir() or source.suffix.lower() in PARQUET_SUFFIXES
+    rows = 0
     try:
-        frame = _read_parquet(source) if parquet else pd.read_csv(source, sep=_separator(source), low_memory=False)
+        blocks = (
+            _parquet_blocks(source, block_rows, columns) if parquet else _csv_blocks(source, block_rows, columns, text)
+        )
+        for block in blocks:
+            if len(block):
+                rows += len(block)
+                yield block
     except pd.errors.EmptyDataError:
         raise DataError(f"data file {source} is empty") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(f"cannot read {source}: {' '.join(str(exc).split())}") from None
-    if frame.empty:
+    if not rows:
         raise DataError(f"data file {source} has no rows")
-    return frame
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """The column names of a table (its header, or its Parquet schema); DataError as `read_blocks`."""
+    return [str(c) for c in next(read_blocks(path, 1)).columns]
 
 
 def _separator(path: Path) -> str:
@@ -74,20 +107,40 @@ def _separator(path: Path) -> str:
     return "\t" if ".tsv" in path.suffixes else ","
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _csv_blocks(
+    path: Path, block_rows: int, columns: Sequence[str] | None, text: Sequence[str]
+) -> Iterator[pd.DataFrame]:
+    types = dict.fromkeys(text, str)
+    with pd.read_csv(
+        path,
+        sep=_separator(path),
+        chunksize=block_rows,
+        usecols=None if columns is None else list(columns),
+        dtype=types or None,
+        low_memory=False,
+    ) as chunks:
+        yield from chunks  # chunks carry the file's row numbers as their index
+
+
+def _parquet_blocks(path: Path, block_rows: int, columns: Sequence[str] | None) -> Iterator[pd.DataFrame]:
     try:
         import pyarrow as pa  # optional: only Parquet needs it
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"reading Parquet ({path}) needs pyarrow: pip install 'deepfm[parquet]'") from None
-    if path.is_dir() and not any(path.glob("*.parquet")):
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not files:
         raise DataError(f"data folder {path} holds no .parquet files")
-    table = pq.read_table(path)
-    frame: pd.DataFrame = table.to_pandas()
-    for name, kind in zip(table.column_names, table.schema.types, strict=True):
-        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-            frame[name] = pd.Series(table.column(name).to_pylist(), dtype=object)  # lists, not numpy arrays
-    return frame
+    start = 0
+    for file in files:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=min(block_rows, 2**31 - 1), columns=columns):
+            frame: pd.DataFrame = batch.to_pandas()
+            for name, kind in zip(batch.schema.names, batch.schema.types, strict=True):
+                if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+                    frame[name] = pd.Series(batch.column(name).to_pylist(), dtype=object)  # lists, not arrays
+            frame.index = pd.RangeIndex(start, start + len(frame))
+            start += len(frame)
+            yield frame
 
 
 # --- labels and splits ---------------------------------------------------------------------------------------------
@@ -111,8 +164,8 @@ def labels_of(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
     return values.to_numpy(dtype=np.float32)
 
 
-def _time_order(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
-    """Row positions in time order (stable): numbers as they are, text parsed as dates."""
+def time_values(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    """The time column as sortable numbers: numbers as they are, text parsed as dates."""
     if column not in frame:
         raise DataError(f"{where}: no time column {column!r}; columns: {list(frame.columns)}")
     values = frame[column]
@@ -124,15 +177,21 @@ def _time_order(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
     if values.isna().any():
         row = int(np.flatnonzero(values.isna().to_numpy())[0])
         raise DataError(f"{where}: time column {column!r} has a missing value in row {frame.index[row]}")
-    return np.argsort(values.to_numpy(), kind="stable")
+    return values.to_numpy()
 
 
-def split_rows(frame: pd.DataFrame, config: TableConfig, where: str) -> dict[str, pd.DataFrame]:
-    """train/val/test rows of one table, by time or at random (see the module docstring)."""
-    size = len(frame)
+def split_assignment(size: int, times: np.ndarray | None, config: TableConfig, where: str) -> np.ndarray:
+    """The split of each of `size` rows, by time or at random (see the module docstring).
+
+    Args:
+        times: (size,) sortable times of the rows, or None for a random split.
+
+    Returns:
+        (size,) int8: the position in SPLITS (0 train, 1 val, 2 test) of each row.
+    """
     num_test, num_val = int(size * config.test_fraction), int(size * config.val_fraction)
-    if config.time_column:
-        order = _time_order(frame, config.time_column, where)
+    if times is not None:
+        order = np.argsort(times, kind="stable")
         cut_val, cut_test = size - num_test - num_val, size - num_test
         parts = {"train": order[:cut_val], "val": order[cut_val:cut_test], "test": order[cut_test:]}
     else:
@@ -148,7 +207,17 @@ def split_rows(frame: pd.DataFrame, config: TableConfig, where: str) -> dict[str
             f"{where}: {size} rows leave no {' and no '.join(empty)} rows with val_fraction {config.val_fraction} "
             f"and test_fraction {config.test_fraction}"
         )
-    return {name: frame.iloc[parts[name]] for name in SPLITS}
+    assignment = np.empty(size, dtype=np.int8)
+    for position, name in enumerate(SPLITS):
+        assignment[parts[name]] = position
+    return assignment
+
+
+def split_rows(frame: pd.DataFrame, config: TableConfig, where: str) -> dict[str, pd.DataFrame]:
+    """train/val/test rows of one table in memory, in table order (`split_assignment`)."""
+    times = time_values(frame, config.time_column, where) if config.time_column else None
+    assignment = split_assignment(len(frame), times, config, where)
+    return {name: frame[assignment == position] for position, name in enumerate(SPLITS)}
 
 
 # --- field inference -----------------------------------------------------------------------------------------------
@@ -211,9 +280,12 @@ def _given(field: FieldConfig, key: str) -> bool:
 
 
 def declared_schema(
-    fields: tuple[FieldConfig, ...], train: pd.DataFrame, label: str, where: str
+    fields: tuple[FieldConfig, ...], columns: Sequence[str], label: str, where: str
 ) -> tuple[DatasetSchema, dict[str, VocabularyLimits]]:
-    """The unfitted schema of declared fields and their vocabulary limits; errors name the field and the key."""
+    """The unfitted schema of declared fields and their vocabulary limits; errors name the field and the key.
+
+    A sequence field without `max_length` gets 1 here: the longest in training is known once it is fitted.
+    """
     schema_fields, limits = [], {}
     for field in fields:
         at = f"data.fields[{field.name}]"
@@ -226,17 +298,13 @@ def declared_schema(
         source = field.source or field.name
         if source == label:
             raise ConfigError(f"{at}: reads the label column {label!r}")
-        if source not in train:
-            raise DataError(
-                f"{where}: {at} reads column {source!r}, which the data lacks; columns: {list(train.columns)}"
-            )
+        if source not in columns:
+            raise DataError(f"{where}: {at} reads column {source!r}, which the data lacks; columns: {list(columns)}")
         transform = field.transform or Transform(
             TransformKind.SPLIT if feature_type is FeatureType.SEQUENCE else TransformKind.IDENTITY
         )
         _check_keys(field, feature_type, transform, at)
-        max_length = 1
-        if feature_type is FeatureType.SEQUENCE:
-            max_length = field.max_length or _longest(train[source], transform.separator)
+        max_length = field.max_length or 1
         try:
             schema_fields.append(
                 FieldSchema(
@@ -290,6 +358,15 @@ def _longest(column: pd.Series, separator: str) -> int:
 class TableSource:
     """Builds the fitted schema and the train/val/test datasets of a click log (a `DatasetSource`).
 
+    The log is read `block_rows` rows at a time, in passes, so that memory holds one block and the
+    fitted vocabularies, never the whole log:
+    1. the label (and time) column alone: labels checked, rows counted, each row's split decided;
+       the first block of the training file, whole, is the sample that field inference reads;
+    2. the training rows: vocabularies and statistics counted (`SchemaFitter`, block by block);
+    3. every row: encoded and appended to its split's column files (`ColumnWriter`) in a fresh folder
+       under `cache_dir` (default: the system's temporary folder), removed once the datasets are released
+       (at the latest when the process ends). The datasets are `ColumnFiles` over those files.
+
     Args:
         config: the table section; after `build`, `config` holds the fields used (inferred if none were given).
     """
@@ -309,10 +386,18 @@ class TableSource:
                 raise ConfigError(f"data.{name} must be between 0 and 1, got {getattr(config, name)}")
         if config.val_fraction + config.test_fraction >= 1:
             raise ConfigError("data.val_fraction + data.test_fraction must leave training rows (sum below 1)")
+        for name in ("block_rows", "shuffle_block_rows", "shuffle_window_blocks"):
+            if getattr(config, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(config, name)}")
         self._config = config
         self.files = {name: Path(config.path or getattr(config, name)) for name in SPLITS}
-        self.splits: dict[str, pd.DataFrame] = {}
-        """Split name -> its raw rows (index: the row in its file)."""
+        self._assignment: np.ndarray | None = None  # a split log: each row's position in SPLITS
+        self._sizes: dict[str, int] = {}
+        self._sample = pd.DataFrame()  # the first block of the training file (its rows until fields are inferred)
+        self._text: list[str] = []  # CSV columns that the sample holds as text: read as text in every block
+        self._numbers: list[str] = []  # columns that the sample holds as numbers
+        self._spec: DatasetSchema | None = None  # the declared fields, unfitted
+        self._scratch: _Scratch | None = None
 
     @property
     def config(self) -> TableConfig:
@@ -324,72 +409,202 @@ class TableSource:
         """The log's file name (of the training file for given splits): how an artifact's metadata records it."""
         return self.files["train"].name
 
+    @property
+    def splits(self) -> Mapping[str, pd.DataFrame]:
+        """Split name -> its raw rows (index: the row in its file), read from the file again at each access.
+
+        For inspection and tests of small logs; empty before `build`.
+        """
+        return _RawSplits(self) if self._spec is not None else {}
+
     def build(self) -> tuple[DatasetSchema, CTRDataset, CTRDataset, CTRDataset]:
         """Read, split, fit on train, and encode: (schema, train, val, test)."""
+        self._scan()
         config = self._config
-        if config.path:
-            frame = read_table(config.path)
-            self.splits = split_rows(frame, config, config.path)
-        else:
-            self.splits = {name: read_table(self.files[name]) for name in SPLITS}
-        train = self.splits["train"]
-        labels = {name: labels_of(rows, config.label, str(self.files[name])) for name, rows in self.splits.items()}
-        fields = config.fields or infer_fields(train, config, str(self.files["train"]))
+        fields = config.fields or self._inferred_fields()
         if not config.fields:
             logger.info("inferred fields: %s", ", ".join(f"{f.name} ({f.type})" for f in fields))
-        self._config = dataclasses.replace(config, fields=fields)
-        spec, limits = declared_schema(fields, train, config.label, str(self.files["train"]))
-        self.splits = {name: self._numeric(name, rows, spec) for name, rows in self.splits.items()}
-        train = self.splits["train"]
-        with self._rows_named("train"):
-            fitted = fit_schema(spec, train, limits=limits)
+        self._config = config = dataclasses.replace(config, fields=fields)
+        self._sample = self._sample.iloc[:0]  # its columns and types are all that is needed from here on
+        where = str(self.files["train"])
+        spec, limits = declared_schema(fields, list(self._sample.columns), config.label, where)
+        self._spec = spec
+        fitter = SchemaFitter(spec, limits=limits)
+        unsized = [f for f in fields if f.type == FeatureType.SEQUENCE.value and not f.max_length]
+        longest = dict.fromkeys((f.name for f in unsized), 1)
+        for _, rows in self._blocks(("train",)):
+            with _rows_named(where, rows):
+                fitter.update(rows)
+            for field in unsized:
+                schema_field = spec.fields[field.name]
+                longest[field.name] = max(
+                    longest[field.name], _longest(rows[schema_field.source], schema_field.transform.separator)
+                )
+        fitted = fitter.fitted()
+        fitted = fitted.with_fields(
+            dataclasses.replace(f, max_length=longest.get(f.name, f.max_length)) for f in fitted.fields.values()
+        )
         dims = {f.name: f.embedding_dim or embedding_dim_for(fitted.fields[f.name].vocabulary_size) for f in fields}
         self.schema = fitted.with_embedding_dims(dims)
-        encoder = FeatureEncoder(self.schema)
-        datasets = [self._dataset(name, encoder, labels[name]) for name in SPLITS]
-        return self.schema, datasets[0], datasets[1], datasets[2]
+        datasets = self._encoded(FeatureEncoder(self.schema), SPLITS, config.label)
+        return self.schema, datasets["train"], datasets["val"], datasets["test"]
 
-    def _numeric(self, split: str, rows: pd.DataFrame, schema: DatasetSchema) -> pd.DataFrame:
-        """Rows with the text columns of dense fields parsed as numbers; DataError naming the first that is none.
+    def raw_test(self, schema: DatasetSchema) -> CTRDataset:
+        """The test split encoded from raw rows with `schema` (e.g. an artifact's). Call after `build`."""
+        return self._encoded(FeatureEncoder(schema), ("test",), schema.label_field)["test"]
+
+    # --- passes --------------------------------------------------------------------------------------------------
+
+    def _scan(self) -> None:
+        """Pass 1: the labels (and times) of every row, the sample, and each row's split."""
+        config = self._config
+        self._sample = next(read_blocks(self.files["train"], config.block_rows))
+        self._text = [
+            str(c)
+            for c, kind in self._sample.dtypes.items()
+            if pd.api.types.is_object_dtype(kind) or pd.api.types.is_string_dtype(kind)
+        ]
+        self._numbers = [
+            str(c) for c, kind in self._sample.dtypes.items()
+            if pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind)
+            and c not in (config.label, config.time_column)
+        ]  # fmt: skip
+        files = {self.files["train"]} if config.path else set(self.files.values())
+        for file in files:
+            columns = table_columns(file)
+            for column, what in ((config.time_column, "time"), (config.label, "label")):
+                if column and column not in columns:
+                    raise DataError(f"{file}: no {what} column {column!r}; columns: {columns}")
+        wanted = [c for c in (config.label, config.time_column) if c]
+        if not config.path:
+            for name in SPLITS:
+                blocks = read_blocks(self.files[name], config.block_rows, wanted)
+                self._sizes[name] = sum(len(labels_of(b, config.label, str(self.files[name]))) for b in blocks)
+            return
+        where, count, times = config.path, 0, []
+        for block in read_blocks(config.path, config.block_rows, wanted):
+            count += len(labels_of(block, config.label, where))
+            if config.time_column:
+                times.append(time_values(block, config.time_column, where))
+        self._assignment = split_assignment(count, np.concatenate(times) if times else None, config, where)
+        counts = np.bincount(self._assignment, minlength=len(SPLITS))
+        self._sizes = {name: int(counts[position]) for position, name in enumerate(SPLITS)}
+
+    def _inferred_fields(self) -> tuple[FieldConfig, ...]:
+        """Fields inferred from the sample's training rows (after `_scan`)."""
+        sample = self._sample
+        if self._assignment is not None:
+            sample = sample[self._assignment[: len(sample)] == SPLITS.index("train")]
+        return infer_fields(sample, self._config, str(self.files["train"]))
+
+    def _blocks(self, splits: Sequence[str]) -> Iterator[tuple[str, pd.DataFrame]]:
+        """(split, its rows of one block), block by block, with the dense fields' text parsed as numbers."""
+        config = self._config
+        if self._assignment is None:
+            for name in splits:
+                for block in read_blocks(self.files[name], config.block_rows, text=self._text):
+                    yield name, self._parsed(block, str(self.files[name]))
+            return
+        for block in read_blocks(config.path, config.block_rows, text=self._text):
+            block = self._parsed(block, config.path)
+            assignment = self._assignment[block.index.to_numpy()]
+            for name in splits:
+                rows = block[assignment == SPLITS.index(name)]
+                if len(rows):
+                    yield name, rows
+
+    def _parsed(self, rows: pd.DataFrame, where: str) -> pd.DataFrame:
+        """Rows with text parsed as numbers where the field is dense or the sample held numbers; DataError
+        naming the first row that holds none.
 
         A CSV column with one stray word reads as text throughout: this names the word, not the first number.
         """
+        if self._spec is None:
+            raise RuntimeError("the fields are declared before blocks are read")
+        dense = {f.source: f.name for f in self._spec.dense_fields}
         parsed = {}
-        for field in schema.dense_fields:
-            column = rows[field.source]
-            if pd.api.types.is_numeric_dtype(column) or field.source in parsed:
+        for source in dict.fromkeys([*dense, *self._numbers]):
+            if source not in rows:
+                continue
+            column = rows[source]
+            if pd.api.types.is_numeric_dtype(column):
                 continue
             numbers = pd.to_numeric(column, errors="coerce")
             bad = np.flatnonzero((numbers.isna() & column.notna()).to_numpy())
             if bad.size:
+                value = column.iloc[bad[0]]
+                if source in dense:
+                    raise DataError(
+                        f"{where}: row {rows.index[bad[0]]}: field {dense[source]!r} needs a number, got {value!r}"
+                    )
                 raise DataError(
-                    f"{self.files[split]}: row {rows.index[bad[0]]}: field {field.name!r} needs a number, got "
-                    f"{column.iloc[bad[0]]!r}"
+                    f"{where}: column {source!r} mixes numbers and text (row {rows.index[bad[0]]}: {value!r}, "
+                    f"numbers in its first block of rows); fix the data, or declare its field in data.fields"
                 )
-            parsed[field.source] = numbers
+            parsed[source] = numbers
         return rows.assign(**parsed) if parsed else rows
 
-    def raw_test(self, schema: DatasetSchema) -> CTRDataset:
-        """The test split encoded from raw rows with `schema` (e.g. an artifact's). Call after `build`."""
-        test = self.splits["test"]
-        return self._dataset(
-            "test", FeatureEncoder(schema), labels_of(test, schema.label_field, str(self.files["test"]))
-        )
+    def _encoded(self, encoder: FeatureEncoder, splits: Sequence[str], label: str) -> dict[str, CTRDataset]:
+        """Pass 3: `splits` encoded into column files of a fresh folder; a `ColumnFiles` dataset each."""
+        config = self._config
+        self._scratch = self._scratch or _Scratch(config.cache_dir)
+        folder = Path(tempfile.mkdtemp(prefix="encoded-", dir=self._scratch.path))
+        names = encoder.schema.field_names
+        writers = {}
+        for name in splits:
+            (folder / name).mkdir()
+            writers[name] = ColumnWriter(folder / name, names, self._sizes[name])
+        for name, rows in self._blocks(splits):
+            where = str(self.files[name])
+            with _rows_named(where, rows):
+                features = encoder.encode_frame(rows).features
+            writers[name].append(compact(features, encoder.schema), labels_of(rows, label, where))
+        for writer in writers.values():
+            writer.close()
+        return {
+            name: ColumnFiles(
+                folder / name, names, config.shuffle_block_rows, config.shuffle_window_blocks, keep=self._scratch
+            )
+            for name in splits
+        }
 
-    def _dataset(self, split: str, encoder: FeatureEncoder, labels: np.ndarray) -> CTRDataset:
-        with self._rows_named(split):
-            features = encoder.encode_frame(self.splits[split]).features
-        return CTRDataset(to_tensors(compact(features, encoder.schema)), to_tensors({"y": labels})["y"])
 
-    @contextmanager
-    def _rows_named(self, split: str) -> Iterator[None]:
-        """EncodingError (row counted within the split) as a DataError naming the file and its row."""
-        try:
-            yield
-        except EncodingError as exc:
-            rows = self.splits[split].index
-            row = f"row {rows[exc.row]}: " if exc.row is not None and exc.row < len(rows) else ""
-            raise DataError(f"{self.files[split]}: {row}{exc}") from None
+@contextmanager
+def _rows_named(where: str, rows: pd.DataFrame) -> Iterator[None]:
+    """EncodingError (row counted within `rows`) as a DataError naming the file and its row."""
+    try:
+        yield
+    except EncodingError as exc:
+        row = f"row {rows.index[exc.row]}: " if exc.row is not None and exc.row < len(rows) else ""
+        raise DataError(f"{where}: {row}{exc}") from None
+
+
+class _Scratch:
+    """A fresh folder for encoded column files, removed when this object is garbage or the process ends."""
+
+    def __init__(self, parent: str) -> None:
+        if parent:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix="deepfm-columns-", dir=parent or None))
+        weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+
+
+class _RawSplits(Mapping[str, pd.DataFrame]):
+    """A built source's raw rows by split, read from the file on access."""
+
+    def __init__(self, source: TableSource) -> None:
+        self._source = source
+
+    def __getitem__(self, split: str) -> pd.DataFrame:
+        if split not in SPLITS:
+            raise KeyError(split)
+        return pd.concat([rows for _, rows in self._source._blocks((split,))])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SPLITS)
+
+    def __len__(self) -> int:
+        return len(SPLITS)
 
 
 def inferred_config(config: TableConfig) -> TableConfig:
@@ -397,8 +612,5 @@ def inferred_config(config: TableConfig) -> TableConfig:
     if config.fields:
         return config
     source = TableSource(config)
-    train = read_table(source.files["train"])
-    if config.path:
-        train = split_rows(train, config, config.path)["train"]
-    labels_of(train, config.label, str(source.files["train"]))
-    return dataclasses.replace(config, fields=infer_fields(train, config, str(source.files["train"])))
+    source._scan()
+    return dataclasses.replace(config, fields=source._inferred_fields())

@@ -84,6 +84,7 @@ def train_experiment(config: ExperimentConfig, run_dir: str | Path | None = None
     torch.set_num_threads(config.training.num_threads)
     source = open_source(config.data)
     schema, train, val, test = source.build()
+    logger.info("data prepared in %.1f s", time.perf_counter() - started)
     config = replace(config, data=source.config)  # a table's inferred fields, so that config.yaml holds them
     schema = _embedding_dims(config, schema)
     model = build_model_for(config, schema)
@@ -93,7 +94,9 @@ def train_experiment(config: ExperimentConfig, run_dir: str | Path | None = None
     )  # fmt: skip
     trainer = Trainer(model, config.training)
     history = trainer.fit(train, val)
-    test_metrics = evaluate(probabilities_of(model), test, config.training.eval_batch_size, trainer.world)
+    test_metrics = evaluate(
+        probabilities_of(model), test, config.training.eval_batch_size, trainer.world, config.training.prefetch_batches
+    )
     model.cpu()  # the checkpoint and the artifact are CPU tensors whatever the training device
     logger.info("test: %s", json.dumps({k: round(v, 4) for k, v in test_metrics.items()}))
     epochs = history.epochs

@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from deepfm.config import TrainingConfig
-from deepfm.data.dataset import CTRDataset, ResampledDataset
+from deepfm.data.dataset import CTRDataset, ResampledDataset, prefetched
 from deepfm.errors import ConfigError
 from deepfm.training.distributed import World
 from deepfm.training.metrics import log_loss, ranking_metrics, roc_auc
@@ -43,27 +44,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def predict(scorer: Scorer, dataset: CTRDataset, batch_size: int, world: World | None = None) -> np.ndarray:
+def predict(
+    scorer: Scorer, dataset: CTRDataset, batch_size: int, world: World | None = None, prefetch: int = 0
+) -> np.ndarray:
     """Click probabilities for every row of `dataset`, in order.
 
     Args:
         world: with several processes, each scores a contiguous run of whole batches (the batches a
             single process scores, so the same numbers) and every process gets all rows.
+        prefetch: batches read ahead by a background thread (`prefetched`).
     """
     size, rank = (1, 0) if world is None else (world.size, world.rank)
     per_rank = -(-dataset.num_batches(batch_size) // size)
     mine = range(rank * per_rank, (rank + 1) * per_rank)
-    with torch.inference_mode():
-        parts = [scorer(features).cpu() for i, (features, _) in enumerate(dataset.batches(batch_size)) if i in mine]
+    with torch.inference_mode(), closing(prefetched(dataset.batches(batch_size), prefetch)) as batches:
+        parts = [scorer(features).cpu() for i, (features, _) in enumerate(batches) if i in mine]
     local = torch.cat(parts) if parts else torch.zeros(0)
     if world is not None:
         local = world.gather_blocks(local, per_rank * batch_size, len(dataset))
     return local.numpy()
 
 
-def evaluate(scorer: Scorer, dataset: CTRDataset, batch_size: int, world: World | None = None) -> dict[str, float]:
+def evaluate(
+    scorer: Scorer, dataset: CTRDataset, batch_size: int, world: World | None = None, prefetch: int = 0
+) -> dict[str, float]:
     """AUC and logloss over every row, plus HR@K and NDCG@K when the dataset has ranking queries."""
-    probabilities = predict(scorer, dataset, batch_size, world)
+    probabilities = predict(scorer, dataset, batch_size, world, prefetch)
     labels = dataset.labels.numpy()
     metrics = {"auc": roc_auc(labels, probabilities), "logloss": log_loss(labels, probabilities)}
     if dataset.query_ids is not None and dataset.is_target is not None:
@@ -179,7 +185,10 @@ class Trainer:
             seconds = time.perf_counter() - started
             self.world.broadcast_buffers(self.evaluated)  # each rank's batch-norm statistics saw its own rows
             self.evaluated.eval()
-            val_metrics = evaluate(probabilities_of(self.evaluated), val, self.config.eval_batch_size, self.world)
+            val_metrics = evaluate(
+                probabilities_of(self.evaluated), val, self.config.eval_batch_size, self.world,
+                self.config.prefetch_batches,
+            )  # fmt: skip
             record = EpochRecord(
                 epoch=epoch,
                 train_loss=train_loss,
@@ -217,30 +226,31 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + epoch)  # the same order on every rank
         total, rows = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
         show = self.config.progress and world.is_primary
-        progress = tqdm(
-            train.batches(self.batch_size, generator, world.rank, world.size),
-            total=train.num_batches(self.batch_size, world.size),
-            desc=f"epoch {epoch}",
-            disable=not show,
-            leave=False,
+        batches = prefetched(
+            train.batches(self.batch_size, generator, world.rank, world.size), self.config.prefetch_batches
         )
-        for features, labels in progress:
-            features = {name: values.to(device, non_blocking=True) for name, values in features.items()}
-            labels = labels.to(device, non_blocking=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=self.config.amp):
-                loss = self.loss_fn(self.network(features), labels)
-            self.scaler.scale(loss).backward()
-            if self.config.grad_clip_norm > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.averaged is not None:
-                self.averaged.update_parameters(self.model)
-            total += loss.detach().double() * len(labels)
-            rows += len(labels)
-            if show:
-                progress.set_postfix(loss=f"{total.item() / rows:.4f}")
+        progress = tqdm(
+            batches, total=train.num_batches(self.batch_size, world.size), desc=f"epoch {epoch}",
+            disable=not show, leave=False,
+        )  # fmt: skip
+        with closing(batches):  # an exception in the step stops the prefetch thread
+            for features, labels in progress:
+                features = {name: values.to(device, non_blocking=True) for name, values in features.items()}
+                labels = labels.to(device, non_blocking=True)
+                self.optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=self.config.amp):
+                    loss = self.loss_fn(self.network(features), labels)
+                self.scaler.scale(loss).backward()
+                if self.config.grad_clip_norm > 0:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if self.averaged is not None:
+                    self.averaged.update_parameters(self.model)
+                total += loss.detach().double() * len(labels)
+                rows += len(labels)
+                if show:
+                    progress.set_postfix(loss=f"{total.item() / rows:.4f}")
         summed, count = world.sum([total.item(), rows])
         return summed / max(count, 1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,10 @@ import torch
 from synthetic_data import click_log
 
 from deepfm.config import FieldConfig, TableConfig
+from deepfm.data import table as table_module
+from deepfm.data.dataset import CTRDataset
 from deepfm.data.encoding import FeatureEncoder
-from deepfm.data.schema import FeatureType, Transform, TransformKind
+from deepfm.data.schema import DatasetSchema, FeatureType, Transform, TransformKind
 from deepfm.data.table import TableSource, infer_fields, inferred_config, labels_of, read_table, split_rows
 from deepfm.errors import ConfigError, DataError
 
@@ -294,3 +298,102 @@ def test_the_encoder_of_the_fitted_schema_reads_raw_request_rows(csv_path: Path)
 
     assert encoded.features["user"][1] == 0 and encoded.features["ad_id"][1] == 0
     assert encoded.oov_rows["user"] == 1 and encoded.oov_rows["hour"] == 1
+
+
+# --- reading in blocks --------------------------------------------------------------------------------------------
+
+
+def built(config: TableConfig) -> tuple[DatasetSchema, dict[str, CTRDataset], TableConfig]:
+    source = TableSource(config)
+    schema, train, val, test = source.build()
+    return schema, {"train": train, "val": val, "test": test}, source.config
+
+
+@pytest.mark.parametrize("time_column", ["", "ts"])
+@pytest.mark.parametrize("kind", ["csv", "parquet", "folder"])
+def test_reading_in_blocks_builds_what_reading_whole_does(
+    log: pd.DataFrame, csv_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, time_column: str
+) -> None:
+    path = csv_path
+    if kind == "parquet":
+        path = tmp_path / "clicks.parquet"
+        log.assign(tags=log["tags"].str.split("|")).to_parquet(path, row_group_size=300)
+    elif kind == "folder":
+        path = tmp_path / "parts"
+        path.mkdir()
+        for part, rows in enumerate(np.array_split(np.arange(ROWS), 3)):
+            log.iloc[rows].to_parquet(path / f"part-{part}.parquet")
+    whole_schema, whole, inferred = built(table(path, time_column=time_column))  # 2,000 rows: one block
+    blocks: list[int] = []
+    read = table_module.read_blocks
+
+    def counted(*args: Any, **kwargs: Any) -> Iterator[pd.DataFrame]:
+        for block in read(*args, **kwargs):
+            blocks.append(len(block))
+            yield block
+
+    monkeypatch.setattr(table_module, "read_blocks", counted)
+    # the fields inferred from all rows: inference reads the first block alone (300 rows here)
+    blocked = table(path, time_column=time_column, fields=inferred.fields, block_rows=300, shuffle_block_rows=128)
+    schema, datasets, _ = built(blocked)
+
+    assert max(blocks) <= 300 and sum(blocks) > 3 * ROWS  # every pass in blocks, never the whole file
+    for name, field in whole_schema.fields.items():
+        other = schema.fields[name]
+        assert (other.vocabulary, other.vocabulary_size, other.max_length) == (
+            field.vocabulary, field.vocabulary_size, field.max_length,
+        ), name  # fmt: skip
+        assert other.mean == pytest.approx(field.mean) and other.std == pytest.approx(field.std), name
+    for split, dataset in datasets.items():
+        assert len(dataset) == len(whole[split]) and torch.equal(dataset.labels, whole[split].labels)
+        for name, values in whole[split].features.items():
+            assert torch.allclose(dataset.features[name].double(), values.double()), (split, name)
+
+
+def test_a_split_log_assigns_the_rows_of_reading_it_whole(log: pd.DataFrame, csv_path: Path) -> None:
+    for time_column in ("", "ts"):
+        config = table(csv_path, time_column=time_column, block_rows=256)
+        source = TableSource(config)
+        source.build()
+
+        expected = split_rows(read_table(csv_path), config, "x")
+        for name in ("train", "val", "test"):
+            assert source.splits[name].index.tolist() == expected[name].index.tolist()
+
+
+def test_a_block_with_text_in_a_column_of_numbers_names_file_row_and_column(log: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "late.csv"
+    log.astype({"hour": object}).assign(hour=lambda f: f["hour"].where(f.index != 1500, "noon")).to_csv(
+        path, index=False
+    )
+
+    with pytest.raises(DataError, match=r"late.csv: column 'hour' mixes numbers and text \(row 1500: 'noon'"):
+        TableSource(table(path, block_rows=500)).build()
+
+
+def test_the_encoded_files_are_removed_once_the_datasets_are_released(csv_path: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    source = TableSource(table(csv_path, cache_dir=str(cache)))
+    _, train, val, test = source.build()
+    assert len(list(cache.rglob("*.npy"))) == 3 * 8  # 7 fields (ts too: no time column) and the labels, per split
+
+    del source, train, val, test
+    gc.collect()
+
+    assert not list(cache.iterdir())
+
+
+@pytest.mark.parametrize("key", ["block_rows", "shuffle_block_rows", "shuffle_window_blocks"])
+def test_block_sizes_below_one_are_config_errors(csv_path: Path, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"data.{key} must be >= 1, got 0"):
+        TableSource(table(csv_path, **{key: 0}))
+
+
+def test_a_text_column_stays_text_in_blocks_that_look_like_numbers(log: pd.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "codes.csv"
+    log.assign(code=[f"x{i % 7}" if i < 500 else f"{i % 7:03d}" for i in range(ROWS)]).to_csv(path, index=False)
+    fields = (FieldConfig("code"), FieldConfig("user"))
+
+    schema, *_ = TableSource(table(path, fields=fields, block_rows=400)).build()
+
+    assert set(schema.fields["code"].vocabulary or ()) == {f"x{i}" for i in range(7)} | {f"{i:03d}" for i in range(7)}
