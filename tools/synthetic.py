@@ -112,6 +112,7 @@ def write_movielens_100k_layout(folder: str | Path, users: int, movies: int, rat
     pd.DataFrame({"genre": genres, "index": range(len(genres))}).to_csv(
         out / "u.genre", sep="|", header=False, index=False
     )
+    return out
 
 
 CRITEO_CARDINALITIES = (
