@@ -21,6 +21,9 @@ from deepfm.data.encoding import _canonical, _dense, _hashed, _is_present, _keys
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, TransformKind
 from deepfm.errors import SchemaError
 
+MERGE_KEYS = 1_000_000
+"""Distinct keys that blocks' counts may hold unmerged before they are summed into the running counts."""
+
 
 @dataclass(frozen=True)
 class VocabularyLimits:
@@ -57,7 +60,7 @@ class SchemaFitter:
         unknown = sorted(set(self._limits) - set(schema.fields))
         if unknown:
             raise SchemaError(f"vocabulary limits for unknown fields {unknown}")
-        self._counts: dict[str, pd.Series] = {}
+        self._counts: dict[str, list[pd.Series]] = {}  # per field: merged counts, then blocks' not yet merged
         self._moments: dict[str, tuple[int, float, float]] = {}  # dense: (count, mean, sum of squared deviations)
         self._raw: dict[str, dict[str, Any]] = {}  # field -> canonical key -> a raw value that gave it
 
@@ -75,9 +78,10 @@ class SchemaFitter:
             else:
                 sequence = field.feature_type is FeatureType.SEQUENCE
                 keys = list(chain.from_iterable(_tokens(field, values))) if sequence else _keys(field, values)
-                counts = _canonical_counts(keys)
-                previous = self._counts.get(field.name)
-                self._counts[field.name] = counts if previous is None else previous.add(counts, fill_value=0)
+                parts = self._counts.setdefault(field.name, [])
+                parts.append(_canonical_counts(keys))
+                if sum(map(len, parts[1:])) > max(len(parts[0]), MERGE_KEYS):  # merged in amortised linear time
+                    parts[:] = [_merged(parts)]
         return self
 
     def _add_raw(self, field: FieldSchema, values: list[Any]) -> None:
@@ -128,7 +132,7 @@ class SchemaFitter:
             elif field.is_hashed:
                 done = replace(field, vocabulary_size=field.transform.buckets + 1)
             else:
-                vocabulary = _ranked(self._counts.get(field.name, pd.Series(dtype=np.int64)), self._limits[field.name])
+                vocabulary = _ranked(_merged(self._counts.get(field.name, [])), self._limits[field.name])
                 done = replace(field, vocabulary=vocabulary, vocabulary_size=len(vocabulary) + 1)
             fitted.append(replace(done, example=self._example(field, done.vocabulary)))
         return self.schema.with_fields(fitted)
@@ -148,6 +152,14 @@ def _canonical_counts(keys: list[Any]) -> pd.Series:
     counts = pd.Series(keys, dtype=object).value_counts(dropna=True, sort=False)
     canonical = pd.Index(list(map(_canonical, counts.index)), dtype=object)  # one call per distinct key
     return counts.groupby(canonical, sort=False).sum().astype(np.int64)
+
+
+def _merged(parts: list[pd.Series]) -> pd.Series:
+    """Counts of several blocks as one, summed by key in one hash group-by (a pairwise Series.add sorts)."""
+    if len(parts) <= 1:
+        return parts[0] if parts else pd.Series(dtype=np.int64)
+    merged: pd.Series = pd.concat(parts).groupby(level=0, sort=False).sum()
+    return merged
 
 
 def _ranked(counts: pd.Series, limits: VocabularyLimits) -> tuple[str, ...]:
