@@ -30,7 +30,7 @@ test-all: install  ## every test, slow ones included
 # run them), so mypy checks them directory by directory; strict, but they may call untyped functions
 # of third-party libraries and take Any back. The model tests read layers' submodules and tensors as
 # attributes, which nn.Module types as `Tensor | Module`: those checks are off there.
-TYPED_SCRIPT_DIRS := tests tests/service tests/deploy benchmarks
+TYPED_SCRIPT_DIRS := tests tests/data tests/service tests/deploy tests/training benchmarks
 SCRIPT_MYPY = $(BIN)/mypy --follow-imports=silent --allow-untyped-calls --no-warn-return-any
 MODULE_ATTRIBUTE_CODES := union-attr index operator arg-type comparison-overlap
 
@@ -38,7 +38,7 @@ lint: install  ## ruff lint + format check, mypy strict on the packages, tests a
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	for dir in $(TYPED_SCRIPT_DIRS); do MYPYPATH=$$dir:tests:tests/deploy:deploy:. $(SCRIPT_MYPY) $$dir/*.py || exit 1; done
+	for dir in $(TYPED_SCRIPT_DIRS); do MYPYPATH=$$dir:tests:tests/deploy:tests/service:deploy:. $(SCRIPT_MYPY) $$dir/*.py || exit 1; done
 	MYPYPATH=tests/models:. $(SCRIPT_MYPY) $(MODULE_ATTRIBUTE_CODES:%=--disable-error-code=%) tests/models/*.py
 
 format: install

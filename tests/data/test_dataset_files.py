@@ -17,7 +17,7 @@ NAMES = ["user", "tags", "price"]
 
 def columns(rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Features that encode the row number, so that rows can be traced through batches."""
-    features = {
+    features: dict[str, np.ndarray] = {
         "user": rows.astype(np.int32),
         "tags": np.stack([rows, rows + 100_000], axis=1).astype(np.int32),  # (B, L)
         "price": rows.astype(np.float32) / 10,

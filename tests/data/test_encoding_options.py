@@ -102,7 +102,7 @@ def test_fitting_in_chunks_equals_fitting_at_once() -> None:
     frame = pd.DataFrame(
         {
             "item": rng.zipf(1.5, size) % 700,
-            "city": rng.choice(["a", "b", "c", "d", None], size),
+            "city": rng.choice(np.array(["a", "b", "c", "d", None], dtype=object), size),
             "tags": ["|".join(rng.choice(list("pqrst"), int(rng.integers(0, 4)))) for _ in range(size)],
             "price": rng.lognormal(3, 1, size) * 1e6,
         }

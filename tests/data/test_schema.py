@@ -315,6 +315,7 @@ def test_a_hashed_field_is_fitted_once_it_has_a_row_per_bucket() -> None:
 def test_a_vocabulary_named_in_a_file_round_trips_with_its_values(fitted_schema: DatasetSchema) -> None:
     name = next(f.name for f in fitted_schema.fields.values() if f.vocabulary)
     values = fitted_schema.fields[name].vocabulary
+    assert values is not None
     data = json.loads(fitted_schema.to_json({name: "vocabularies.npz"}))
     field = next(f for f in data["fields"] if f["name"] == name)
 

@@ -55,7 +55,7 @@ def test_csv_and_parquet_read_the_same_rows(log: pd.DataFrame, csv_path: Path, t
     from_parquet = read_table(tmp_path / "clicks.parquet")
     from_folder = read_table(folder)
 
-    assert from_parquet["tags"].map(type).eq(list).all()  # Parquet lists come as Python lists
+    assert from_parquet["tags"].map(lambda tags: isinstance(tags, list)).all()  # Parquet lists come as Python lists
     assert from_parquet["tags"].map("|".join).tolist() == from_csv["tags"].tolist()
     pd.testing.assert_frame_equal(from_parquet.drop(columns="tags"), from_csv.drop(columns="tags"), check_dtype=False)
     assert from_folder["user"].tolist() == from_csv["user"].tolist()
@@ -269,7 +269,9 @@ def test_given_split_files(log: pd.DataFrame, tmp_path: Path) -> None:
         log.iloc[rows].to_csv(tmp_path / f"{name}.csv", index=False)
     paths = {name: str(tmp_path / f"{name}.csv") for name in ("train", "val", "test")}
 
-    schema, train, val, test = TableSource(TableConfig(label="clicked", **paths)).build()
+    schema, train, val, test = TableSource(
+        TableConfig(label="clicked", train=paths["train"], val=paths["val"], test=paths["test"])
+    ).build()
 
     assert (len(train), len(val), len(test)) == (1500, 250, 250)
     assert "ts" in schema.fields  # no time column named: it is a feature like any other
@@ -292,7 +294,12 @@ def test_inconsistent_table_configs_are_config_errors(changes: dict[str, Any], m
 
 def test_the_encoder_of_the_fitted_schema_reads_raw_request_rows(csv_path: Path) -> None:
     schema, *_ = TableSource(table(csv_path)).build()
-    rows = {"user": ["u1", "never-seen"], "ad_id": [5, 99999], "device": ["ios", None], "price": [3.5, None]}
+    rows: dict[str, list[Any]] = {
+        "user": ["u1", "never-seen"],
+        "ad_id": [5, 99999],
+        "device": ["ios", None],
+        "price": [3.5, None],
+    }
 
     encoded = FeatureEncoder(schema).encode({**rows, "tags": [["news", "food"], "music|nope"], "hour": [3, 30]}, 2)
 

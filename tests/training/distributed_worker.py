@@ -47,7 +47,7 @@ def run_cli(args: list[str]) -> Outcome:
         runs.append(real(*positional, **named))  # type: ignore[arg-type]
         return runs[-1]
 
-    experiment.train_experiment = observed  # type: ignore[assignment]
+    experiment.train_experiment = observed
     code = cli.main(args)
     if code != 0:
         sys.exit(code)

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from deepfm.artifact import list_versions, load_artifact
-from deepfm.config import ExperimentConfig, TrainingConfig
+from deepfm.config import ExperimentConfig, MovieLensConfig, TrainingConfig
 from deepfm.data.dataset import CTRDataset, shard
 from deepfm.data.encoding import FeatureEncoder
 from deepfm.data.movielens import MovieLensAdapter
@@ -98,6 +98,7 @@ def test_torchrun_trains_one_model_that_is_exported_once_and_served(tmp_path: Pa
 
     # The test metrics, sharded over the ranks and gathered, are what one process computes for those weights.
     config = ExperimentConfig().with_overrides(overrides)
+    assert isinstance(config.data, MovieLensConfig)
     adapter = MovieLensAdapter(config.data)
     test = adapter.build()[3]
     assert len(test) > NUM_PROCESSES * config.training.eval_batch_size  # both ranks scored some batches
