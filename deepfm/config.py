@@ -214,6 +214,9 @@ class TrainingConfig:
     ema_epochs: float = 0.0  # > 0: validate, keep and export a moving average of the weights over ~this many epochs
     lr_schedule: str = "plateau"  # plateau (halve when val AUC stalls) | cosine | constant
     grad_clip_norm: float = 1.0  # 0 disables clipping
+    # one process: tables too large to fuse get sparse gradients and SparseAdam (lazy: only the rows a batch
+    # looks up move; no weight decay); under torchrun every gradient is dense, as DDP averages it
+    sparse_gradients: bool = True
     patience: int = 3  # epochs without a val AUC gain before stopping
     seed: int = 42
     num_threads: int = 1  # torch intra-op threads, set deliberately: 1 lets two runs share 2 cores

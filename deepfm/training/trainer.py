@@ -1,6 +1,10 @@
 """The fit loop: AdamW, an LR schedule, gradient clipping, optional weight averaging (EMA) and early
 stopping on validation AUC, on a CPU or a GPU, in one process or data-parallel under torchrun.
 
+Embedding tables too large to fuse (`FeatureEmbedding.use_sparse_gradients`) train, in one process, with
+sparse gradients and `SparseAdam`, so that a step costs the rows it looks up, not the whole table: with
+dense gradients a million-value field makes every step write, clip and update every row.
+
 Under torchrun (see `deepfm.training.distributed`) the loop is the same: each process trains on its
 shard of every epoch's rows, DistributedDataParallel averages the gradients, so `batch_size` is the
 rows of one optimizer step over all processes; validation and test predictions are sharded by
@@ -14,7 +18,7 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 
@@ -27,6 +31,7 @@ from tqdm import tqdm
 from deepfm.config import TrainingConfig
 from deepfm.data.dataset import CTRDataset, ResampledDataset, prefetched
 from deepfm.errors import ConfigError
+from deepfm.models.layers.embedding import FeatureEmbedding
 from deepfm.training.distributed import World
 from deepfm.training.metrics import log_loss, ranking_metrics, roc_auc
 
@@ -88,6 +93,40 @@ def probabilities_of(model: nn.Module) -> Scorer:
     return score
 
 
+def sparse_tables(model: nn.Module) -> list[Tensor]:
+    """The weights of the model's embedding tables that now give sparse gradients (see the module doc)."""
+    return [w for m in model.modules() if isinstance(m, FeatureEmbedding) for w in m.use_sparse_gradients()]
+
+
+def clip_gradients(parameters: Iterable[Tensor], max_norm: float) -> None:
+    """`nn.utils.clip_grad_norm_` over dense and sparse gradients together (PyTorch's takes dense ones)."""
+    dense: list[Tensor] = []
+    grads: list[Tensor] = []  # the dense parameters' gradients
+    values: list[Tensor] = []  # the sparse gradients' values: views, scaled in place
+    for p in parameters:
+        if p.grad is not None and p.grad.is_sparse:
+            p.grad = p.grad.coalesce()  # repeated rows summed: the norm of its values is then the gradient's
+            values.append(p.grad.values())
+        elif p.grad is not None:
+            dense.append(p)
+            grads.append(p.grad)
+    total = nn.utils.get_total_norm(grads + values)
+    nn.utils.clip_grads_with_norm_(dense, max_norm, total)
+    for rows in values:
+        rows.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))  # clip_grads_with_norm_'s coefficient
+
+
+def _schedule(
+    optimizer: torch.optim.Optimizer, config: TrainingConfig
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """The optimizer's LR schedule, as `config.lr_schedule` says."""
+    if config.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=0)
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return None
+
+
 @dataclass
 class EpochRecord:
     """What one epoch did."""
@@ -147,16 +186,14 @@ class Trainer:
         if self.world.rank > 0:  # its own dropout masks (the weights came from rank 0's seed)
             torch.manual_seed(config.seed + self.world.rank)
         self.config = config
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None
-        if config.lr_schedule == "plateau":
-            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="max", factor=0.5, patience=0
-            )
-        elif config.lr_schedule == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.epochs)
-        else:
-            self.scheduler = None
+        sparse = sparse_tables(model) if config.sparse_gradients and self.world.size == 1 else []
+        dense = [p for p in model.parameters() if all(p is not s for s in sparse)]
+        self.optimizers: list[torch.optim.Optimizer] = [
+            torch.optim.AdamW(dense, lr=config.lr, weight_decay=config.weight_decay)
+        ]
+        if sparse:
+            self.optimizers.append(torch.optim.SparseAdam(sparse, lr=config.lr))
+        self.schedulers = [_schedule(optimizer, config) for optimizer in self.optimizers]
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.scaler = torch.amp.GradScaler(self.world.device.type, enabled=config.amp)
         if config.ema_epochs < 0:
@@ -195,7 +232,7 @@ class Trainer:
                 val_auc=val_metrics["auc"],
                 val_logloss=val_metrics["logloss"],
                 val_hr_at_10=val_metrics.get("hr@10", float("nan")),
-                lr=self.optimizer.param_groups[0]["lr"],
+                lr=self.optimizers[0].param_groups[0]["lr"],
                 seconds=seconds,
                 samples_per_second=len(train) / seconds,
             )
@@ -211,10 +248,11 @@ class Trainer:
             elif epoch - history.best_epoch >= self.config.patience:
                 logger.info("early stop: no val AUC gain for %d epochs", self.config.patience)
                 break
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(record.val_auc)
-            elif self.scheduler is not None:
-                self.scheduler.step()
+            for scheduler in self.schedulers:
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(record.val_auc)
+                elif scheduler is not None:
+                    scheduler.step()
         self.model.load_state_dict(best_state)
         self.model.eval()
         return history
@@ -237,14 +275,17 @@ class Trainer:
             for features, labels in progress:
                 features = {name: values.to(device, non_blocking=True) for name, values in features.items()}
                 labels = labels.to(device, non_blocking=True)
-                self.optimizer.zero_grad(set_to_none=True)
+                for optimizer in self.optimizers:
+                    optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=self.config.amp):
                     loss = self.loss_fn(self.network(features), labels)
                 self.scaler.scale(loss).backward()
                 if self.config.grad_clip_norm > 0:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm)
-                self.scaler.step(self.optimizer)
+                    for optimizer in self.optimizers:
+                        self.scaler.unscale_(optimizer)
+                    clip_gradients(self.model.parameters(), self.config.grad_clip_norm)
+                for optimizer in self.optimizers:
+                    self.scaler.step(optimizer)
                 self.scaler.update()
                 if self.averaged is not None:
                     self.averaged.update_parameters(self.model)

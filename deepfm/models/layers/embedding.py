@@ -205,6 +205,19 @@ class FeatureEmbedding(nn.Module):
         columns = [c for f in fields for c in range(starts[f.name], starts[f.name] + f.embedding_dim)]
         self.register_buffer("column_order", torch.tensor(columns, dtype=torch.int64), persistent=False)
 
+    def use_sparse_gradients(self) -> list[Tensor]:
+        """Have the large tables' lookups give sparse gradients, which hold only the rows a batch looks up
+        (a dense gradient is the whole table at every step); returns those tables' weights, for an
+        optimizer of sparse gradients. A max-pooled bag cannot give them and keeps a dense gradient."""
+        weights: list[Tensor] = []
+        for tables in (self.second_order_embeddings, self.first_order_embeddings):
+            for name, table in tables.items():
+                pooled_by_max = isinstance(table, nn.EmbeddingBag) and table.mode == "max"
+                if name in self.alone_names and isinstance(table, nn.Embedding | nn.EmbeddingBag) and not pooled_by_max:
+                    table.sparse = True
+                    weights.append(table.weight)
+        return weights
+
     def _tables(self) -> tuple[Weights, Weights, Weights]:
         """The second-order and first-order tables and the projection matrices (D, dim), by field name.
 
