@@ -10,6 +10,7 @@ import io
 import itertools
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -465,23 +466,10 @@ LARGE_VALUES = ("a", "é漢字", "196", "line\nbreak", "0.5")
 
 
 @pytest.fixture
-def large_schema() -> DatasetSchema:
+def large_schema(schema: DatasetSchema) -> DatasetSchema:
     """The tiny schema with a `user` vocabulary above the inline limit the tests export with (2)."""
-    return DatasetSchema(
-        [
-            FieldSchema("user", FeatureType.SPARSE, vocabulary_size=6, embedding_dim=4, vocabulary=LARGE_VALUES),
-            FieldSchema(
-                "tags",
-                FeatureType.SEQUENCE,
-                vocabulary_size=3,
-                embedding_dim=4,
-                max_length=3,
-                transform=Transform(TransformKind.SPLIT),
-                vocabulary=("x", "y"),
-            ),
-            FieldSchema("price", FeatureType.DENSE, embedding_dim=1, mean=2.0, std=0.5),
-        ]
-    )
+    user = schema.fields["user"]
+    return schema.with_fields([replace(user, vocabulary_size=len(LARGE_VALUES) + 1, vocabulary=LARGE_VALUES)])
 
 
 @pytest.fixture
