@@ -108,6 +108,7 @@ class TableConfig:
     split_seed: int = 42  # seed of the random split (no time_column)
     fields: tuple[FieldConfig, ...] = ()  # empty: inferred from the training rows (see `deepfm init`)
     sparse_max_distinct: int = 1000  # inference: integer columns with at most this many values are sparse
+    min_frequency: int = 1  # inference: the min_frequency of inferred sparse and sequence fields
     block_rows: int = 250_000  # rows read at a time (CSV chunk, Parquet batch); fields are inferred from the first
     cache_dir: str = ""  # where the encoded column files go (a fresh folder, removed after use); empty: the temp dir
     shuffle_block_rows: int = 100_000  # training order: blocks of this many rows shuffled, then rows within a window

@@ -9,6 +9,7 @@ Fields are declared in `data.fields` (`FieldConfig`) or, when none are, inferred
 - integer columns (and float columns holding whole numbers only) -> sparse when named like an id (`id`,
   `*_id`, `*Id`, `*ID`) or with at most `sparse_max_distinct` distinct values, dense otherwise;
 - other float columns -> dense, standardised;
+- sparse and sequence fields keep the values seen at least `min_frequency` times in training (others OOV);
 - a text column whose values are mostly numbers is refused as mixed: declare its field to say which it is.
 
 Splits: with `time_column`, the last `test_fraction` of rows by time are test and the `val_fraction`
@@ -235,7 +236,8 @@ def infer_fields(frame: pd.DataFrame, config: TableConfig, where: str) -> tuple[
         if present.empty:
             logger.warning("%s: column %r has no values; it is left out", where, name)
             continue
-        fields.append(FieldConfig(name=name, type=_inferred_type(name, values, present, config, where)))
+        kind = _inferred_type(name, values, present, config, where)
+        fields.append(FieldConfig(name=name, type=kind, min_frequency=1 if kind == "dense" else config.min_frequency))
     if not fields:
         raise DataError(f"{where}: no feature columns beside the label {config.label!r}")
     return tuple(fields)
@@ -386,7 +388,7 @@ class TableSource:
                 raise ConfigError(f"data.{name} must be between 0 and 1, got {getattr(config, name)}")
         if config.val_fraction + config.test_fraction >= 1:
             raise ConfigError("data.val_fraction + data.test_fraction must leave training rows (sum below 1)")
-        for name in ("block_rows", "shuffle_block_rows", "shuffle_window_blocks"):
+        for name in ("block_rows", "shuffle_block_rows", "shuffle_window_blocks", "min_frequency"):
             if getattr(config, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(config, name)}")
         self._config = config

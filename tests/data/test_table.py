@@ -177,6 +177,20 @@ def test_inferred_config_holds_the_fields(csv_path: Path) -> None:
     assert [f.name for f in config.fields] == ["user", "ad_id", "device", "price", "tags", "hour"]
 
 
+def test_data_min_frequency_makes_the_rare_values_of_inferred_fields_oov(log: pd.DataFrame, csv_path: Path) -> None:
+    config = inferred_config(table(csv_path, time_column="ts", min_frequency=5))
+    schema, train, *_ = TableSource(config).build()
+
+    assert {f.name: f.min_frequency for f in config.fields} == {
+        "user": 5, "ad_id": 5, "device": 5, "price": 1, "tags": 5, "hour": 5
+    }  # fmt: skip
+    counts = log["user"].iloc[: len(train)].value_counts()  # a time split: the first rows train
+    vocabulary = schema.fields["user"].vocabulary
+    assert vocabulary is not None and set(vocabulary) == set(counts.index[counts >= 5])
+    with pytest.raises(ConfigError, match=r"data\.min_frequency must be >= 1, got 0"):
+        TableSource(table(csv_path, min_frequency=0))
+
+
 # --- the source ---------------------------------------------------------------------------------------------------
 
 
