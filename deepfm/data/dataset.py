@@ -90,7 +90,8 @@ class ResampledDataset(CTRDataset):
         super().__init__(*draw(0))
 
     def resample(self, epoch: int) -> None:
-        """Replace the rows with those of `epoch`."""
+        """Replace the rows with those of `epoch`, the old ones freed first (one epoch's rows in memory)."""
+        del self.features, self.labels
         self.features, self.labels = self._draw(epoch)
 
 

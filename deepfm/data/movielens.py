@@ -31,9 +31,9 @@ import pandas as pd
 import torch
 
 from deepfm.config import MovieLensConfig
-from deepfm.data.dataset import CTRDataset, ResampledDataset, to_tensors
+from deepfm.data.dataset import CTRDataset, ResampledDataset, compact, to_tensors
 from deepfm.data.encoding import FeatureEncoder
-from deepfm.data.fitting import fit_schema
+from deepfm.data.fitting import SchemaFitter
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind, embedding_dim_for
 from deepfm.errors import ConfigError, DataError
 
@@ -49,6 +49,7 @@ LABEL = "label"
 PROTOCOLS = ("leave_one_out", "random_split")
 LAYOUTS = ("ml-100k", "ml-1m", "ml-10m", "ml-20m")
 NO_GENRES = "(no genres listed)"  # ML-20M and later
+FIT_BLOCK_ROWS = 1_000_000  # training ratings whose raw rows are made at once when fitting the schema
 
 
 def movielens_schema(genres_max_length: int = 6, user_attributes: bool = True) -> DatasetSchema:
@@ -240,13 +241,16 @@ class MovieLensAdapter:
         else:
             train, val, test = self._random_split(ratings)
         spec = movielens_schema(self.config.genres_max_length, self.tables.has_user_attributes)
-        fitted = fit_schema(spec, self.raw_rows(train))
+        fitter = SchemaFitter(spec)
+        for start in range(0, len(train), FIT_BLOCK_ROWS):  # raw rows of one block at a time in memory
+            fitter.update(self.raw_rows(train.iloc[start : start + FIT_BLOCK_ROWS]))
+        fitted = fitter.fitted()
         self.schema = fitted.with_embedding_dims(
             {f.name: embedding_dim_for(f.vocabulary_size) for f in fitted.fields.values()}
         )
         self.encoder = FeatureEncoder(self.schema)
-        self._user_features = self._encode_table(self.tables.users)
-        self._movie_features = self._encode_table(self.tables.movies)
+        self._user_features = compact(self._encode_table(self.tables.users), self.schema)
+        self._movie_features = compact(self._encode_table(self.tables.movies), self.schema)
         if self.config.protocol == "leave_one_out":
             rated = np.sort(self._pair_keys(ratings["user_id"], ratings["movie_id"]))
             train_ds: CTRDataset = ResampledDataset(lambda epoch: self._with_negatives(train, rated, epoch))
@@ -310,9 +314,12 @@ class MovieLensAdapter:
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         rng = np.random.default_rng([self.config.sample_seed, epoch])
         users = np.repeat(train["user_id"].to_numpy(), self.config.num_negatives)
-        negatives = pd.DataFrame({"user_id": users, "movie_id": self._unrated(users, rated, rng), LABEL: 0.0})
-        rows = pd.concat([train[["user_id", "movie_id", LABEL]], negatives], ignore_index=True)
-        return self._features(rows), torch.from_numpy(rows[LABEL].to_numpy(dtype=np.float32, copy=True))
+        movies = self._unrated(users, rated, rng)
+        labels = np.concatenate([train[LABEL].to_numpy(dtype=np.float32), np.zeros(len(users), dtype=np.float32)])
+        features = self._features(
+            np.concatenate([train["user_id"].to_numpy(), users]), np.concatenate([train["movie_id"].to_numpy(), movies])
+        )
+        return features, torch.from_numpy(labels)
 
     def _eval_queries(self, held_out: pd.DataFrame, rated: np.ndarray, num_negatives: int, seed: int) -> pd.DataFrame:
         """Each held-out rating followed by up to `num_negatives` distinct unrated movies (all of them when fewer).
@@ -393,10 +400,10 @@ class MovieLensAdapter:
         first = np.arange(len(query)) - starts < k
         return query[first], movie[first]
 
-    def _features(self, rows: pd.DataFrame) -> dict[str, torch.Tensor]:
+    def _features(self, user_ids: np.ndarray, movie_ids: np.ndarray) -> dict[str, torch.Tensor]:
         """Encoded features of (user_id, movie_id) rows, gathered from the encoded user and movie tables."""
-        user_pos = pd.Index(self.tables.users["user_id"]).get_indexer(rows["user_id"])
-        movie_pos = pd.Index(self.tables.movies["movie_id"]).get_indexer(rows["movie_id"])
+        user_pos = pd.Index(self.tables.users["user_id"]).get_indexer(user_ids)
+        movie_pos = pd.Index(self.tables.movies["movie_id"]).get_indexer(movie_ids)
         gathered = {name: values[user_pos] for name, values in self._user_features.items()}
         gathered |= {name: values[movie_pos] for name, values in self._movie_features.items()}
         return to_tensors({name: gathered[name] for name in self.schema.field_names})
@@ -410,7 +417,7 @@ class MovieLensAdapter:
                 default: gather from this adapter's encoded user and movie tables (same result, faster).
         """
         if encoder is None:
-            features = self._features(rows)
+            features = self._features(rows["user_id"].to_numpy(), rows["movie_id"].to_numpy())
         else:
             features = to_tensors(encoder.encode_frame(self.raw_rows(rows)).features)
         labels = torch.from_numpy(rows[LABEL].to_numpy(dtype=np.float32, copy=True))
