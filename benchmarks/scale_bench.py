@@ -40,7 +40,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/, the harnesses tests share
 
-from tools.machine import MachineUse, core_ticks
+from tools.machine import MachineUse, core_ticks, rss_mib
 from tools.processes import Process, free_port
 from tools.synthetic import criteo_rows, write_criteo, write_movielens_100k_layout
 
@@ -83,6 +83,7 @@ class Result:
     peak_rss_mib: float
     artifact_mib: float
     ready_s: float
+    service_rss_mib: float  # the scorer process once ready
     latency_ms: dict[int, tuple[float, float]]  # rows per request -> (p50, p99)
     test_auc: float
 
@@ -138,8 +139,9 @@ def raw_rows(dataset: Dataset, data: Path, count: int) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))} for row in records]
 
 
-def serve(store: Path, rows: list[dict[str, Any]], log: Path) -> tuple[float, dict[int, tuple[float, float]]]:
-    """Seconds until the service over `store` is ready, and /predict (p50, p99) ms per rows per request."""
+def serve(store: Path, rows: list[dict[str, Any]], log: Path) -> tuple[float, float, dict[int, tuple[float, float]]]:
+    """Seconds until the service over `store` is ready, its RSS MiB then, and /predict (p50, p99) ms per
+    rows per request."""
     import httpx
 
     port = free_port()
@@ -156,6 +158,8 @@ def serve(store: Path, rows: list[dict[str, Any]], log: Path) -> tuple[float, di
     try:
         server.wait_http(f"http://127.0.0.1:{port}/health/ready", timeout=600)
         ready = time.perf_counter() - started
+        assert server.proc is not None
+        rss = rss_mib(server.proc.pid)
         latency = {}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             for size in (1, 100):
@@ -168,7 +172,7 @@ def serve(store: Path, rows: list[dict[str, Any]], log: Path) -> tuple[float, di
                         times.append(time.perf_counter() - sent)
                     response.raise_for_status()
                 latency[size] = (float(np.percentile(times, 50)) * 1e3, float(np.percentile(times, 99)) * 1e3)
-        return ready, latency
+        return ready, rss, latency
     finally:
         server.stop(timeout=60)
 
@@ -187,7 +191,7 @@ def measure(dataset: Dataset, work: Path) -> Result:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     version = next((store / "deepfm").iterdir())
     artifact = sum(f.stat().st_size for f in version.iterdir()) / 2**20
-    ready, latency = serve(store, raw_rows(dataset, data, REQUESTS + 100), out / "service.log")
+    ready, rss, latency = serve(store, raw_rows(dataset, data, REQUESTS + 100), out / "service.log")
     return Result(
         dataset=dataset,
         preparation_s=float(prepared.group(1)) if prepared else float("nan"),
@@ -196,6 +200,7 @@ def measure(dataset: Dataset, work: Path) -> Result:
         peak_rss_mib=peak,
         artifact_mib=artifact,
         ready_s=ready,
+        service_rss_mib=rss,
         latency_ms=latency,
         test_auc=metrics["test"]["auc"],
     )
@@ -232,19 +237,21 @@ def write_report(results: list[Result], args: argparse.Namespace, minutes: float
         f"Command: `{COMMAND} --datasets {args.datasets}` ({minutes:.0f} min). See the script's docstring for",
         "the data and the protocol. One training epoch, 1 torch thread; preparation is reading, splitting,",
         "fitting and encoding (the trainer's `data prepared in` line); samples/s is the training loop's;",
-        "peak RSS is the training process's; ready is from the service's start to /health/ready;",
+        "peak RSS is the training process's; ready is from the service's start to /health/ready, and the",
+        "service's RSS is its one process's (one worker) then;",
         f"/predict latencies are of {REQUESTS - 20} sequential requests after 20 warm-up ones.",
         "",
         f"Measured {len(results)} of the {len(args.datasets.split(','))} datasets asked for.",
         "",
         "| dataset | rows | preparation s | train samples/s | total s | peak RSS MiB | artifact MiB | ready s "
-        "| /predict p50 / p99 ms, 1 row | 100 rows | test AUC |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| service RSS MiB | /predict p50 / p99 ms, 1 row | 100 rows | test AUC |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         lines.append(
             f"| {r.dataset.name} | {r.dataset.rows:,} | {r.preparation_s:.1f} | {r.train_samples_per_s:,.0f} | "
             f"{r.total_s:.0f} | {r.peak_rss_mib:,.0f} | {r.artifact_mib:.1f} | {r.ready_s:.1f} | "
+            f"{r.service_rss_mib:,.0f} | "
             f"{r.latency_ms[1][0]:.2f} / {r.latency_ms[1][1]:.2f} | "
             f"{r.latency_ms[100][0]:.2f} / {r.latency_ms[100][1]:.2f} | {r.test_auc:.4f} |"
         )

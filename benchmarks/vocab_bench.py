@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/, the harn
 from deepfm.artifact import load_artifact, read_schema, vocabulary_probes
 from deepfm.data.encoding import FeatureEncoder
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, embedding_dim_for
+from tools.machine import rss_mib
 from tools.processes import Server, run_server
 from tools.requests import MOVIELENS_INSTANCES
 
@@ -108,13 +109,6 @@ def timed(run: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     result = run()
     return result, time.perf_counter() - start
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def server_env(store: Path) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""What the machine did while a benchmark ran, from /proc/stat: the machine may be shared."""
+"""What the machine did while a benchmark ran, from /proc: the machine may be shared."""
 
 from __future__ import annotations
 
@@ -34,3 +34,11 @@ class MachineUse:
         stolen = sum(after[c][1] - before[c][1] for c in after)
         total = max(1, sum(after[c][2] - before[c][2] for c in after))
         return cls(busy_cores=len(after) * busy / total, steal=stolen / total)
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory now, MiB (NaN if /proc does not say)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
