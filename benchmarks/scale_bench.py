@@ -41,7 +41,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/, the harnesses tests share
 
 from tools.machine import MachineUse, core_ticks, rss_mib
-from tools.processes import Process, free_port
+from tools.processes import Server
 from tools.synthetic import criteo_rows, write_criteo, write_movielens_100k_layout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,29 +139,23 @@ def raw_rows(dataset: Dataset, data: Path, count: int) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))} for row in records]
 
 
-def serve(store: Path, rows: list[dict[str, Any]], log: Path) -> tuple[float, float, dict[int, tuple[float, float]]]:
+def serve(
+    store: Path, rows: list[dict[str, Any]], log_dir: Path
+) -> tuple[float, float, dict[int, tuple[float, float]]]:
     """Seconds until the service over `store` is ready, its RSS MiB then, and /predict (p50, p99) ms per
     rows per request."""
     import httpx
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "DEEPFM_SERVE_MODELS_STORE": str(store),
-        "DEEPFM_SERVE_DEFAULT_MODEL": "deepfm",
-        "DEEPFM_SERVE_PORT": str(port),
-        "DEEPFM_SERVE_POLL_INTERVAL_S": "0",
-    }
-    server = Process("service", [sys.executable, "-m", "service"], cwd=ROOT, env=env, log=log)
+    server = Server(log_dir, {"DEEPFM_SERVE_MODELS_STORE": str(store), "DEEPFM_SERVE_DEFAULT_MODEL": "deepfm"})
     started = time.perf_counter()
     server.start()
     try:
-        server.wait_http(f"http://127.0.0.1:{port}/health/ready", timeout=600)
+        server.wait_http(f"{server.url}/health/ready", timeout=600)
         ready = time.perf_counter() - started
         assert server.proc is not None
         rss = rss_mib(server.proc.pid)
         latency = {}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
             for size in (1, 100):
                 bodies = [json.dumps({"instances": rows[i : i + size]}) for i in range(0, REQUESTS)]
                 times = []
@@ -191,7 +185,7 @@ def measure(dataset: Dataset, work: Path) -> Result:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     version = next((store / "deepfm").iterdir())
     artifact = sum(f.stat().st_size for f in version.iterdir()) / 2**20
-    ready, rss, latency = serve(store, raw_rows(dataset, data, REQUESTS + 100), out / "service.log")
+    ready, rss, latency = serve(store, raw_rows(dataset, data, REQUESTS + 100), out)
     return Result(
         dataset=dataset,
         preparation_s=float(prepared.group(1)) if prepared else float("nan"),
