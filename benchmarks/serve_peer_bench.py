@@ -88,12 +88,12 @@ from serve_bench import (
 from deepfm.artifact import list_versions
 from tools.machine import core_ticks
 from tools.processes import free_port
+from tools.venvs import INSTALL_TIMEOUT_S, UnavailableError, bench_venv, torch_pin
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serve_peer_bench.md"
 COMMAND = ".venv/bin/python benchmarks/serve_peer_bench.py"
 TORCHSERVE_DIR = ROOT / "benchmarks" / "torchserve"
-VENVS = ROOT / ".bench-venvs"  # git-ignored
 TORCHSERVE_PINS = ("torchserve==0.12.0", "torch-model-archiver==0.12.0")
 PY_SPY_PIN = "py-spy==0.4.3"
 JAVA_PACKAGE, JAVA_MAJOR = "openjdk-17-jre-headless", 17
@@ -104,12 +104,8 @@ RATIO_TARGET = 2.0
 CPU_MS_TARGETS = {1: 0.6, 32: 0.1}  # batch-1 requests, by connections
 PROFILE_CELLS = (("1", 1), ("1", 32), ("100", 1), ("100", 32))
 PROFILE_RATE_HZ = 200
-START_TIMEOUT_S, STOP_TIMEOUT_S, INSTALL_TIMEOUT_S = 180, 30, 1800
+START_TIMEOUT_S, STOP_TIMEOUT_S = 180, 30
 MAX_RESTARTS = 3
-
-
-class UnavailableError(Exception):
-    """A peer or tool that cannot be installed or started here; the message says why."""
 
 
 # ----------------------------------------------------------------------------- process trees
@@ -211,36 +207,6 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
 # ----------------------------------------------------------------------------- installs
 
 
-def _pip(venv: Path, *arguments: str) -> None:
-    log = venv / "install.log"
-    with log.open("a") as out:
-        done = subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", *arguments],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=INSTALL_TIMEOUT_S,
-            check=False,
-        )
-    if done.returncode:
-        tail = log.read_text().strip().splitlines()[-3:]
-        raise UnavailableError(f"pip install {' '.join(arguments)} failed: {' / '.join(tail)}")
-
-
-def bench_venv(name: str, steps: list[list[str]]) -> Path:
-    """A virtualenv under VENVS made by running `pip install` steps in order; reused while its steps stand."""
-    venv = VENVS / name
-    marker, wanted = venv / ".installed", json.dumps(steps)
-    if marker.exists() and marker.read_text() == wanted:
-        return venv
-    shutil.rmtree(venv, ignore_errors=True)
-    print(f"installing {venv} ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=INSTALL_TIMEOUT_S)
-    for step in steps:
-        _pip(venv, *step)
-    marker.write_text(wanted)
-    return venv
-
-
 def java_version() -> str:
     """The `java -version` line, installing Debian's Java 17 if there is no Java 17 or newer."""
 
@@ -270,16 +236,16 @@ def java_version() -> str:
 def torchserve_venv() -> Path:
     """TorchServe, torch (pinned first, so that nothing pulls a CUDA build) and deepfm, with this virtualenv's
     numpy, pandas and PyYAML so that both servers encode with the same libraries."""
-    torch_pin = f"torch=={metadata.version('torch').split('+')[0]}"
+    pin = torch_pin()
     same = [f"{name}=={metadata.version(name)}" for name in ("numpy", "pandas", "PyYAML")]
     venv = bench_venv(
         "torchserve-" + TORCHSERVE_PINS[0].split("==")[1],
-        [[torch_pin], [torch_pin, *TORCHSERVE_PINS, *same], ["--no-deps", "-e", str(ROOT)]],
+        [[pin], [pin, *TORCHSERVE_PINS, *same], ["--no-deps", "-e", str(ROOT)]],
     )
     python = str(venv / "bin" / "python")
     check = "import torch, ts, deepfm.artifact; print(torch.__version__)"
     found = subprocess.run([python, "-c", check], capture_output=True, text=True, timeout=120, check=False)
-    if found.returncode or found.stdout.strip().split("+")[0] != torch_pin.split("==")[1]:
+    if found.returncode or found.stdout.strip().split("+")[0] != pin.split("==")[1]:
         raise UnavailableError(f"{venv}: torch or TorchServe does not import as pinned: {found.stderr.strip()[-300:]}")
     return venv
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.autograd.profiler import record_function
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -38,6 +39,8 @@ from deepfm.training.metrics import log_loss, ranking_metrics, roc_auc
 logger = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("plateau", "cosine", "constant")
+# the training step's parts, labelled for torch.profiler (the optimizers label their own step and zero_grad)
+STEP_PHASES = ("deepfm.forward", "deepfm.backward", "deepfm.clip_gradients", "deepfm.weight_average")
 Scorer = Callable[[dict[str, Tensor]], Tensor]
 """Encoded batch -> click probabilities (B,)."""
 
@@ -277,18 +280,22 @@ class Trainer:
                 labels = labels.to(device, non_blocking=True)
                 for optimizer in self.optimizers:
                     optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=self.config.amp):
+                forward, backward, clip, average = (record_function(label) for label in STEP_PHASES)
+                with forward, torch.autocast(device.type, dtype=torch.float16, enabled=self.config.amp):
                     loss = self.loss_fn(self.network(features), labels)
-                self.scaler.scale(loss).backward()
+                with backward:
+                    self.scaler.scale(loss).backward()
                 if self.config.grad_clip_norm > 0:
-                    for optimizer in self.optimizers:
-                        self.scaler.unscale_(optimizer)
-                    clip_gradients(self.model.parameters(), self.config.grad_clip_norm)
+                    with clip:
+                        for optimizer in self.optimizers:
+                            self.scaler.unscale_(optimizer)
+                        clip_gradients(self.model.parameters(), self.config.grad_clip_norm)
                 for optimizer in self.optimizers:
                     self.scaler.step(optimizer)
                 self.scaler.update()
                 if self.averaged is not None:
-                    self.averaged.update_parameters(self.model)
+                    with average:
+                        self.averaged.update_parameters(self.model)
                 total += loss.detach().double() * len(labels)
                 rows += len(labels)
                 if show:
