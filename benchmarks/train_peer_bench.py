@@ -41,10 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from deepfm.config import ExperimentConfig
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/, the harnesses tests share
+
+from deepfm.config import DATA_DIR_ENV, ExperimentConfig
 from deepfm.data.dataset import CTRDataset, ResampledDataset, to_tensors
 from deepfm.data.schema import DatasetSchema, FeatureType
 from deepfm.data.source import open_source
+from deepfm.process import MALLOC_SETTINGS, keep_freed_memory
 from deepfm.training.experiment import build_model_for
 from deepfm.training.trainer import STEP_PHASES, Trainer, seed_everything
 from tools.machine import MachineUse, core_ticks
@@ -53,11 +56,13 @@ from tools.venvs import UnavailableError, bench_venv, torch_pin
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_peer_bench.md"
 COMMAND = ".venv/bin/python benchmarks/train_peer_bench.py"
+ML_100K = ROOT.parent / "shared" / "data" / "ml-100k"  # unless DEEPFM_DATA_DIR names another copy
 PEER_SCRIPT = ROOT / "benchmarks" / "deepctr" / "train.py"
 DEEPCTR_PIN = "deepctr-torch==0.3.0"
 CPU = 1
 EMBED_DIM = 16
-OURS, PEER = "deepfm", "DeepCTR-Torch"
+OURS, PEER, PEER_MALLOC = "deepfm", "DeepCTR-Torch", "DeepCTR-Torch, deepfm's malloc settings"
+SIDES = (OURS, PEER, PEER_MALLOC)
 RUN_TIMEOUT_S = 1800
 
 
@@ -165,9 +170,9 @@ def deepctr_venv() -> Path:
     return bench_venv(DEEPCTR_PIN.replace("==", "-"), [[pin], [pin, numpy_pin, DEEPCTR_PIN, "requests"]])
 
 
-def run_child(command: list[str]) -> dict[str, Any]:
+def run_child(command: list[str], extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """One pinned, single-threaded training process; its JSON line."""
-    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)} | (extra_env or {})
     env |= {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}  # DeepCTR's release check
     done = subprocess.run(
         ["taskset", "-c", str(CPU), *command], capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT_S
@@ -199,20 +204,28 @@ def write_report(
         f" {use.busy_cores:.2f} cores busy on average while it ran (the benchmark's one included),"
         f" {use.steal:.1%} stolen.",
         "",
-        f"| model | parameters: {OURS} / {PEER} | samples/s, epoch {args.epochs}: {OURS} | {PEER} |"
-        f" {OURS} / {PEER} (paired) | epoch 1: {OURS} | {PEER} | train loss, last epoch: {OURS} | {PEER} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"Samples/s of epoch {args.epochs} (median and range over the rounds); ratios paired by round. The third"
+        f" side is DeepCTR-Torch with the glibc malloc settings the deepfm command makes at its start"
+        f" (`deepfm.process`), given through the environment.",
+        "",
+        f"| model | parameters: {OURS} / {PEER} | {OURS} | {PEER} | {PEER_MALLOC} | {OURS} / {PEER} |"
+        f" {OURS} / {PEER_MALLOC} | >= 2.0 | epoch 1: {OURS} / {PEER} |"
+        f" train loss, epoch {args.epochs}: {OURS} / {PEER} |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for model in args.models:
-        mine, peer = runs[model, OURS], runs[model, PEER]
-        speeds = [[r["samples_per_second"][last] for r in side] for side in (mine, peer)]
-        ratios = [a / b for a, b in zip(*speeds, strict=True)]
+        sides = [runs[model, side] for side in SIDES]
+        speeds = [[r["samples_per_second"][last] for r in side] for side in sides]
+        ratios = [[a / b for a, b in zip(speeds[0], other, strict=True)] for other in speeds[1:]]
+        first = [statistics.median(r["samples_per_second"][0] for r in side) for side in sides[:2]]
+        loss = [statistics.median(r["train_loss"][last] for r in side) for side in sides[:2]]
         cells = [
-            f"{mine[0]['parameters']:,} / {peer[0]['parameters']:,}",
+            f"{sides[0][0]['parameters']:,} / {sides[1][0]['parameters']:,}",
             *(median_range(side) for side in speeds),
-            median_range(ratios, 2),
-            *(median_range([r["samples_per_second"][0] for r in side]) for side in (mine, peer)),
-            *(f"{statistics.median(r['train_loss'][last] for r in side):.4f}" for side in (mine, peer)),
+            *(median_range(r, 2) for r in ratios),
+            "met" if statistics.median(ratios[0]) >= 2.0 else "not met",
+            f"{first[0]:,.0f} / {first[1]:,.0f}",
+            f"{loss[0]:.4f} / {loss[1]:.4f}",
         ]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     if timings:
@@ -244,29 +257,31 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         model = args.models[0]
+        keep_freed_memory()  # as the deepfm command does at its start
         print(json.dumps(ours(args.rows, model, args.epochs) if args.child == "train" else phases(args.rows, model)))
         return
     try:
         python = deepctr_venv() / "bin" / "python"
     except UnavailableError as exc:
         raise SystemExit(f"DeepCTR-Torch cannot be installed here: {exc}") from exc
+    os.environ.setdefault(DATA_DIR_ENV, str(ML_100K))
     started, before = time.perf_counter(), core_ticks()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         num_rows = write_rows(folder, args.models)
         schema, _ = read_rows(folder)
         mine = [sys.executable, __file__, "--rows", str(folder), "--epochs", str(args.epochs)]
-        runs: dict[tuple[str, str], list[dict[str, Any]]] = {(m, s): [] for m in args.models for s in (OURS, PEER)}
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {(m, s): [] for m in args.models for s in SIDES}
+        malloc = {name: str(value) for name, (_, value) in MALLOC_SETTINGS.items()}
         for round_ in range(args.repeats):
             for model in args.models:
                 spec = folder / f"{model}.json"
                 spec.write_text(json.dumps(peer_spec(model, schema, args.epochs)))
-                commands = {
-                    OURS: [*mine, "--child", "train", "--models", model],
-                    PEER: [str(python), str(PEER_SCRIPT), str(folder), str(spec)],
-                }
-                for side in (OURS, PEER) if round_ % 2 == 0 else (PEER, OURS):
-                    runs[model, side].append(result := run_child(commands[side]))
+                peer = [str(python), str(PEER_SCRIPT), str(folder), str(spec)]
+                commands = {OURS: [*mine, "--child", "train", "--models", model], PEER: peer, PEER_MALLOC: peer}
+                for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
+                    extra = malloc if side == PEER_MALLOC else None
+                    runs[model, side].append(result := run_child(commands[side], extra))
                     speed = result["samples_per_second"][-1]
                     print(f"round {round_ + 1} {model} {side}: {speed:,.0f} samples/s", flush=True)
         timings = {}

@@ -34,6 +34,7 @@ from deepfm.config import (
     located,
 )
 from deepfm.errors import ConfigError, DeepFMError
+from deepfm.process import keep_freed_memory
 
 DEFAULT_STORE = "models_store"
 TRAIN_DESCRIPTION = """\
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `deepfm` command."""
+    keep_freed_memory()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -192,7 +192,7 @@ class Trainer:
         sparse = sparse_tables(model) if config.sparse_gradients and self.world.size == 1 else []
         dense = [p for p in model.parameters() if all(p is not s for s in sparse)]
         self.optimizers: list[torch.optim.Optimizer] = [
-            torch.optim.AdamW(dense, lr=config.lr, weight_decay=config.weight_decay)
+            torch.optim.AdamW(dense, lr=config.lr, weight_decay=config.weight_decay, fused=True)
         ]
         if sparse:
             self.optimizers.append(torch.optim.SparseAdam(sparse, lr=config.lr))

@@ -6,10 +6,11 @@ import re
 
 import pytest
 import torch
+from torch import nn
 
 from deepfm.errors import ConfigError
 from deepfm.jit import script
-from deepfm.models.layers.dnn import ACTIVATIONS, DNN
+from deepfm.models.layers.dnn import ACTIVATIONS, DNN, Dropout
 
 SEED_REPR = """DNN(
   (mlp): Sequential(
@@ -80,3 +81,26 @@ def test_script_matches_eager(batch_size: int) -> None:
     dnn = DNN(56, [128, 64, 32], dropout=0.1, use_batch_norm=True).eval()
     x = torch.randn(batch_size, 56, generator=torch.Generator().manual_seed(batch_size))
     torch.testing.assert_close(script(dnn)(x), dnn(x))
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_keeps_one_minus_p_scaled_and_its_gradient_is_the_mask(p: float) -> None:
+    torch.manual_seed(0)
+    dropout = Dropout(p).train()
+    x = torch.rand(1000, 1000).add_(0.5).requires_grad_()  # no zeros: a zero output is a dropped value
+    out = dropout(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.005  # 1M draws: the standard error is 0.0005
+    torch.testing.assert_close(out[kept], x[kept] / (1 - p))
+    out.sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p))
+    assert not torch.equal(dropout(x), out)  # a fresh mask each call
+
+
+def test_dropout_is_nn_dropout_in_eval_and_at_the_edges() -> None:
+    x = torch.randn(64, 8)
+    assert torch.equal(Dropout(0.3).eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+    assert repr(Dropout(0.1)) == repr(nn.Dropout(0.1))
