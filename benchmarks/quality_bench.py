@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from deepfm.config import ExperimentConfig, TrainingConfig
+from deepfm.process import keep_freed_memory
 from deepfm.training.experiment import METRICS_FILE, train_experiment
 
 RESULTS = Path(__file__).parent / "results"
@@ -181,7 +182,8 @@ def main() -> None:
     results: Results = json.loads(json_path.read_text()) if json_path.is_file() else {}
     if not args.report_only:
         tasks = [(m, s, p) for p in args.protocols for m in args.models for s in args.seeds]
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=spawn, initializer=keep_freed_memory) as pool:  # as `deepfm`
             futures = [pool.submit(run, m, s, p, args.override) for m, s, p in tasks]
             results = merge(results, [f.result() | {"command": command, "jobs": args.jobs} for f in futures])
         json_path.write_text(json.dumps(results, indent=2))
