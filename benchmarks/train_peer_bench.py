@@ -76,8 +76,8 @@ def config_of(model: str, epochs: int, schema: DatasetSchema | None = None) -> E
     return replace(config, feature=replace(config.feature, embedding_dims=dict.fromkeys(schema.fields, EMBED_DIM)))
 
 
-def write_rows(folder: Path, models: list[str]) -> int:
-    """The protocol's first-epoch training rows and the fitted schema, into `folder`; their count."""
+def write_rows(folder: Path, models: list[str]) -> tuple[DatasetSchema, int]:
+    """The protocol's first-epoch training rows and the fitted schema, into `folder`; the schema and the count."""
     data = {config_of(m, 1).data for m in models}
     if len(data) != 1:
         raise SystemExit(f"the configs of {models} prepare different data: {data}")
@@ -88,7 +88,7 @@ def write_rows(folder: Path, models: list[str]) -> int:
     arrays = {name: values.numpy() for name, values in train.features.items()} | {"labels": train.labels.numpy()}
     np.savez(folder / "rows.npz", allow_pickle=False, **arrays)
     (folder / "schema.json").write_text(json.dumps(schema.to_dict()))
-    return len(train)
+    return schema, len(train)
 
 
 def read_rows(folder: Path) -> tuple[DatasetSchema, CTRDataset]:
@@ -123,18 +123,24 @@ def peer_spec(model: str, schema: DatasetSchema, epochs: int) -> dict[str, Any]:
     }
 
 
-def ours(folder: Path, model: str, epochs: int) -> dict[str, Any]:
-    """One deepfm run in this process: the epochs' samples/s and losses, the parameter count."""
+def deepfm_run(folder: Path, model: str, epochs: int) -> tuple[ExperimentConfig, Trainer, CTRDataset, CTRDataset]:
+    """A seeded deepfm trainer of the model over the saved rows: its config, the trainer, train and a small val."""
     schema, train = read_rows(folder)
     config = config_of(model, epochs, schema)
     seed_everything(config.training.seed)
     network = build_model_for(config, schema.with_embedding_dims(config.feature.embedding_dims))
     val = CTRDataset({name: values[:4096] for name, values in train.features.items()}, train.labels[:4096])
-    history = Trainer(network, config.training).fit(train, val)
+    return config, Trainer(network, config.training), train, val
+
+
+def ours(folder: Path, model: str, epochs: int) -> dict[str, Any]:
+    """One deepfm run in this process: the epochs' samples/s and losses, the parameter count."""
+    _, trainer, train, val = deepfm_run(folder, model, epochs)
+    history = trainer.fit(train, val)
     return {
         "samples_per_second": [e.samples_per_second for e in history.epochs],
         "train_loss": [e.train_loss for e in history.epochs],
-        "parameters": sum(p.numel() for p in network.parameters()),
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
     }
 
 
@@ -142,12 +148,7 @@ def phases(folder: Path, model: str) -> dict[str, float]:
     """Seconds of one deepfm training epoch by phase: the Trainer's labelled step parts (`STEP_PHASES`), read by
     torch's profiler over a one-epoch fit, and batch assembly alone (an epoch's batches drawn without training,
     which the fit does in its prefetch thread, overlapped with the step)."""
-    schema, train = read_rows(folder)
-    config = config_of(model, 1, schema)
-    seed_everything(config.training.seed)
-    network = build_model_for(config, schema.with_embedding_dims(config.feature.embedding_dims))
-    val = CTRDataset({name: values[:4096] for name, values in train.features.items()}, train.labels[:4096])
-    trainer = Trainer(network, config.training)
+    config, trainer, train, val = deepfm_run(folder, model, 1)
     started = time.perf_counter()
     for _ in train.batches(config.training.batch_size, torch.Generator().manual_seed(0)):
         pass
@@ -268,16 +269,15 @@ def main() -> None:
     started, before = time.perf_counter(), core_ticks()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        num_rows = write_rows(folder, args.models)
-        schema, _ = read_rows(folder)
+        schema, num_rows = write_rows(folder, args.models)
         mine = [sys.executable, __file__, "--rows", str(folder), "--epochs", str(args.epochs)]
         runs: dict[tuple[str, str], list[dict[str, Any]]] = {(m, s): [] for m in args.models for s in SIDES}
         malloc = {name: str(value) for name, (_, value) in MALLOC_SETTINGS.items()}
+        for model in args.models:
+            (folder / f"{model}.json").write_text(json.dumps(peer_spec(model, schema, args.epochs)))
         for round_ in range(args.repeats):
             for model in args.models:
-                spec = folder / f"{model}.json"
-                spec.write_text(json.dumps(peer_spec(model, schema, args.epochs)))
-                peer = [str(python), str(PEER_SCRIPT), str(folder), str(spec)]
+                peer = [str(python), str(PEER_SCRIPT), str(folder), str(folder / f"{model}.json")]
                 commands = {OURS: [*mine, "--child", "train", "--models", model], PEER: peer, PEER_MALLOC: peer}
                 for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
                     extra = malloc if side == PEER_MALLOC else None
