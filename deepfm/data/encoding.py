@@ -12,7 +12,9 @@ A HASH field needs no vocabulary: a value's index is 1 + FNV-1a 64 of its canoni
 bucket count, the same in every process and language.
 
 Lookups run through C-level `map`/`dict.get` and numpy, never a Python loop per row. Number-like
-values match their string form: a vocabulary entry "196" is found for 196, 196.0 and "196".
+values match their string form: a vocabulary entry "196" is found for 196, 196.0 and "196". A
+DataFrame's columns of strings or numbers are first factorised (`Factorized`): each distinct value is
+judged, looked up and transformed once, and the rows take their value's result.
 
 This module is the one judge of raw values, in training and serving alike. Types are exact: a
 boolean is no number; integers fit in 64 bits; floats are finite (NaN is a missing value, as pandas
@@ -26,6 +28,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,7 +48,53 @@ class ListLike(Protocol):
     def tolist(self) -> Any: ...
 
 
-Column = Sequence[Any] | ListLike
+@dataclass(frozen=True)
+class Factorized:
+    """A column as its distinct values and, per row, the position of its value among them (-1: missing).
+
+    Args:
+        codes: (B,) int64 position in `uniques` of each row's value, -1 where it is missing.
+        uniques: the distinct present values, in order of their first row.
+    """
+
+    codes: np.ndarray
+    uniques: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def counts(self) -> np.ndarray:
+        """(len(uniques),) int64: how many rows hold each distinct value."""
+        return np.bincount(self.codes[self.codes >= 0], minlength=len(self.uniques))
+
+    @contextmanager
+    def rows_named(self) -> Iterator[None]:
+        """An EncodingError about a distinct value (its row: a position in `uniques`) raised as one naming
+        the first row that holds the value."""
+        try:
+            yield
+        except EncodingError as exc:
+            if exc.row is None or not 0 <= exc.row < len(self.uniques):
+                raise
+            row = int(np.argmax(self.codes == exc.row))
+            raise EncodingError(str(exc), field=exc.field, row=row) from None
+
+
+def factorized(column: pd.Series) -> Factorized | None:
+    """A Series of a string or numeric dtype as a `Factorized` column; None for other dtypes (object,
+    boolean: their values are judged one by one, as equal hashes would merge True with 1)."""
+    import pandas as pd  # only DataFrames' callers (training, evaluation) come here; serving does not
+
+    kind = column.dtype
+    numeric = pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind)
+    text = pd.api.types.is_string_dtype(kind) and not pd.api.types.is_object_dtype(kind)
+    if not (numeric or text):
+        return None
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    return Factorized(codes.astype(np.int64, copy=False), uniques.tolist())
+
+
+Column = Sequence[Any] | ListLike | Factorized
 """A column of raw values, one per row; None (or NaN) is a missing value."""
 
 
@@ -60,7 +109,7 @@ NEEDS_NUMBER = "a number (an integer within 64 bits or a finite float)"
 NEEDS_SCALAR = "a string or a number (an integer within 64 bits or a finite float)"
 
 
-def _values(column: Column) -> list[Any]:
+def _values(column: Sequence[Any] | ListLike) -> list[Any]:
     """The column as a list of Python values (an array's or a Series' by its `tolist`)."""
     if isinstance(column, Sequence):
         return list(column)
@@ -257,11 +306,6 @@ def _tokens(field: FieldSchema, values: list[Any]) -> Sequence[Sequence[Any]]:
     return list(map(split, values))
 
 
-def _num_oov(indices: np.ndarray) -> int:
-    """How many indices are OOV (0)."""
-    return len(indices) - int(np.count_nonzero(indices))
-
-
 _NUMBER_CHARACTERS = "-+.0123456789e"
 """Every character of a finite number's canonical form (str of an int or a float)."""
 
@@ -344,13 +388,19 @@ class FeatureEncoder:
         for name in names:
             field = self.schema.fields[name]
             column = columns.get(field.source)
-            values = [None] * num_rows if column is None else _values(column)
-            if len(values) != num_rows:
+            values = column if isinstance(column, Factorized) else _values(column) if column is not None else None
+            if values is not None and len(values) != num_rows:
                 raise EncodingError(
                     f"field {field.source!r} has {len(values)} values for {num_rows} rows", field=field.source
                 )
             try:
-                features[name], oov_rows[name] = self._encode_field(field, values)
+                if isinstance(values, Factorized):
+                    with values.rows_named():
+                        encoded, oov = self._encode_field(field, [*values.uniques, None])  # last: missing (-1)
+                    encoded, oov = encoded[values.codes], oov[values.codes]
+                else:
+                    encoded, oov = self._encode_field(field, [None] * num_rows if values is None else values)
+                features[name], oov_rows[name] = encoded, int(np.count_nonzero(oov))
             except EncodingError as exc:
                 problems.setdefault(field.source, exc)
         if len(problems) == 1:
@@ -360,30 +410,35 @@ class FeatureEncoder:
         return EncodedBatch(features, oov_rows, num_rows)
 
     def encode_frame(self, frame: pd.DataFrame) -> EncodedBatch:
-        """Encode every field from a DataFrame with one column per raw source."""
-        return self.encode({c: frame[c] for c in self.schema.source_fields if c in frame}, len(frame))
+        """Encode every field from a DataFrame with one column per raw source (factorised where its dtype allows)."""
+        columns: dict[str, Column] = {}
+        for source in self.schema.source_fields:
+            if source in frame:
+                columns[source] = factorized(frame[source]) or frame[source]
+        return self.encode(columns, len(frame))
 
-    def _encode_field(self, field: FieldSchema, values: list[Any]) -> tuple[np.ndarray, int]:
+    def _encode_field(self, field: FieldSchema, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(the field's model input for `values`, (B,) bool: rows whose value was missing or unknown)."""
         if field.feature_type is FeatureType.DENSE:
             numbers = _dense(field, values)
             missing = np.isnan(numbers)
             scaled = np.where(missing, 0.0, (numbers - field.mean) / field.std).astype(np.float32)
-            return scaled, int(missing.sum())
+            return scaled, missing
         if field.is_hashed:
             indices = _hashed(field, values)
-            return indices, _num_oov(indices)
+            return indices, indices == OOV_INDEX
         table = self._tables[field.name]
         if field.name in self._bucket_indices:
             indices = self._bucket_indices[field.name][_buckets(field, values)]
-            return indices, _num_oov(indices)
+            return indices, indices == OOV_INDEX
         if field.feature_type is FeatureType.SPARSE:
             keys = _keys(field, values)
             indices = np.fromiter(map(table.get, keys, repeat(OOV_INDEX)), dtype=np.int64, count=len(keys))
-            return indices, _num_oov(indices)
+            return indices, indices == OOV_INDEX
         return self._encode_sequence(field, table, values)
 
     @staticmethod
-    def _encode_sequence(field: FieldSchema, table: dict[Any, int], values: list[Any]) -> tuple[np.ndarray, int]:
+    def _encode_sequence(field: FieldSchema, table: dict[Any, int], values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         tokens = _tokens(field, values)
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
         flat = np.fromiter(
@@ -397,7 +452,7 @@ class FeatureEncoder:
             flat = flat[np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths) < max_length]
         out[filled] = flat  # row-major order is the tokens' order
         unknown = ((out == OOV_INDEX) & filled).any(axis=1)
-        return out, int((unknown | (lengths == 0)).sum())
+        return out, unknown | (lengths == 0)
 
 
 _INT64_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}

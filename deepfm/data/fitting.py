@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from itertools import chain
+from itertools import chain, compress
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from deepfm.data.encoding import _canonical, _dense, _hashed, _is_present, _keys, _tokens
+from deepfm.data.encoding import Factorized, _canonical, _dense, _hashed, _is_present, _keys, _tokens, factorized
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, TransformKind
 from deepfm.errors import SchemaError
 
@@ -65,24 +65,41 @@ class SchemaFitter:
         self._raw: dict[str, dict[str, Any]] = {}  # field -> canonical key -> a raw value that gave it
 
     def update(self, frame: pd.DataFrame) -> SchemaFitter:
-        """Count one chunk of training rows (one column per raw source); returns self."""
+        """Count one chunk of training rows (one column per raw source); returns self.
+
+        A column of a string or numeric dtype is factorised: its distinct values are judged and counted once.
+        """
         for field in self.schema.fields.values():
             if field.source not in frame:
                 raise SchemaError(f"field {field.name!r} reads column {field.source!r}, which the data lacks")
-            values = frame[field.source].tolist()
-            self._add_raw(field, values)
-            if field.feature_type is FeatureType.DENSE:
-                self._add_moments(field.name, _dense(field, values))
-            elif field.is_hashed:
-                _hashed(field, values)  # checks the values; a hashed field has nothing to count
+            column = factorized(frame[field.source])
+            if column is None:
+                self._count(field, frame[field.source].tolist(), None)
             else:
-                sequence = field.feature_type is FeatureType.SEQUENCE
-                keys = list(chain.from_iterable(_tokens(field, values))) if sequence else _keys(field, values)
-                parts = self._counts.setdefault(field.name, [])
-                parts.append(_canonical_counts(keys))
-                if sum(map(len, parts[1:])) > max(len(parts[0]), MERGE_KEYS):  # merged in amortised linear time
-                    parts[:] = [_merged(parts)]
+                with column.rows_named():
+                    self._count(field, column.uniques, column)
         return self
+
+    def _count(self, field: FieldSchema, values: list[Any], column: Factorized | None) -> None:
+        """Add the field's `values`: its rows' values, or the distinct values of the factorised `column`."""
+        weights = None if column is None else column.counts()
+        self._add_raw(field, values)
+        if field.feature_type is FeatureType.DENSE:
+            self._add_moments(field.name, _dense(field, values), weights)
+        elif field.is_hashed:
+            _hashed(field, values)  # checks the values; a hashed field has nothing to count
+        else:
+            if field.feature_type is FeatureType.SEQUENCE:
+                tokens = _tokens(field, values)
+                keys = list(chain.from_iterable(tokens))
+                if weights is not None:
+                    weights = np.repeat(weights, np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)))
+            else:
+                keys = _keys(field, values)
+            parts = self._counts.setdefault(field.name, [])
+            parts.append(_canonical_counts(keys, weights))
+            if sum(map(len, parts[1:])) > max(len(parts[0]), MERGE_KEYS):  # merged in amortised linear time
+                parts[:] = [_merged(parts)]
 
     def _add_raw(self, field: FieldSchema, values: list[Any]) -> None:
         """Remember raw values, for examples: of a PREFIX field one per prefix (few), else the first present."""
@@ -105,19 +122,23 @@ class SchemaFitter:
             return raw.get(vocabulary[0]) if vocabulary else None
         return _plain(raw.get(""))
 
-    def _add_moments(self, name: str, numbers: np.ndarray) -> None:
-        present = numbers[~np.isnan(numbers)]
-        if not present.size:
+    def _add_moments(self, name: str, numbers: np.ndarray, weights: np.ndarray | None) -> None:
+        """Merge in the count, mean and squared deviations of `numbers` (each counted `weights` times)."""
+        present = ~np.isnan(numbers)
+        numbers = numbers[present]
+        counts = np.ones(len(numbers)) if weights is None else weights[present].astype(np.float64)
+        size = int(counts.sum())
+        if not size:
             return
         count, mean, squares = self._moments.get(name, (0, 0.0, 0.0))
-        chunk_mean = float(present.mean())
-        chunk_squares = float(((present - chunk_mean) ** 2).sum())
-        total = count + present.size
+        chunk_mean = float((numbers * counts).sum() / size)
+        chunk_squares = float((counts * (numbers - chunk_mean) ** 2).sum())
+        total = count + size
         delta = chunk_mean - mean
         self._moments[name] = (
             total,
-            mean + delta * present.size / total,
-            squares + chunk_squares + delta**2 * count * present.size / total,
+            mean + delta * size / total,
+            squares + chunk_squares + delta**2 * count * size / total,
         )
 
     def fitted(self) -> DatasetSchema:
@@ -147,11 +168,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _canonical_counts(keys: list[Any]) -> pd.Series:
-    """Occurrences of each present key, indexed by canonical form (196, 196.0 and "196" count as "196")."""
-    counts = pd.Series(keys, dtype=object).value_counts(dropna=True, sort=False)
-    canonical = pd.Index(list(map(_canonical, counts.index)), dtype=object)  # one call per distinct key
-    return counts.groupby(canonical, sort=False).sum().astype(np.int64)
+def _canonical_counts(keys: list[Any], weights: np.ndarray | None = None) -> pd.Series:
+    """Occurrences of each present key (each entry of `keys` counted `weights` times, default once), indexed
+    by canonical form (196, 196.0 and "196" count as "196")."""
+    if weights is None:
+        counts = pd.Series(keys, dtype=object).value_counts(dropna=True, sort=False)
+        keys, weights = counts.index.tolist(), counts.to_numpy()
+    present = np.fromiter(map(_is_present, keys), dtype=bool, count=len(keys))
+    canonical = pd.Index(list(map(_canonical, compress(keys, present))))  # one call per distinct key
+    by_key = pd.Series(weights[present].astype(np.int64), index=canonical)
+    return by_key.groupby(level=0, sort=False).sum()  # distinct keys can share a canonical form
 
 
 def _merged(parts: list[pd.Series]) -> pd.Series:
@@ -164,13 +190,14 @@ def _merged(parts: list[pd.Series]) -> pd.Series:
 
 def _ranked(counts: pd.Series, limits: VocabularyLimits) -> tuple[str, ...]:
     """The kept keys of `counts`: most frequent first, ties in ascending order of the key."""
-    keys = counts.index.to_numpy(dtype=object)
     frequencies = counts.to_numpy(dtype=np.int64)
-    order = np.lexsort((keys, -frequencies))
-    kept = order[frequencies[order] >= limits.min_frequency]
+    kept = np.flatnonzero(frequencies >= limits.min_frequency)  # cut first: most keys of a long tail go
+    keys = counts.index[kept]
+    by_key = keys.argsort()  # the index's own sort (Arrow's for Arrow-backed strings)
+    order = by_key[np.argsort(-frequencies[kept][by_key], kind="stable")]
     if limits.max_size > 0:
-        kept = kept[: limits.max_size]
-    return tuple(keys[kept].tolist())
+        order = order[: limits.max_size]
+    return tuple(keys[order].tolist())
 
 
 def fit_schema(

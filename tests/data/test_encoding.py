@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfm.data.encoding import EncodedBatch, FeatureEncoder
+from deepfm.data.encoding import EncodedBatch, FeatureEncoder, factorized
 from deepfm.data.fitting import fit_schema
 from deepfm.data.schema import DatasetSchema, FeatureType, FieldSchema, Transform, TransformKind
 from deepfm.errors import EncodingError, SchemaError
@@ -498,3 +498,76 @@ def test_encoding_row_by_row_equals_encoding_at_once(encoder: FeatureEncoder, se
         np.testing.assert_array_equal(np.concatenate([r.features[name] for r in rows]), values, err_msg=name)
     assert at_once.oov_rows == {name: sum(r.oov_rows[name] for r in rows) for name in at_once.oov_rows}
     assert 0 < at_once.oov_rows["user_id"] < 200  # the frame mixes known, unknown and missing values
+
+
+# --- factorised columns: each distinct value judged once, the rows take its result --------------------------------
+
+
+def typed_frame() -> pd.DataFrame:
+    """`train_frame` with a dtype per column where one fits: int64 ids, str zip codes, float prices with NaN."""
+    return pd.DataFrame(
+        {
+            "user_id": pd.Series([196, 196, 7, 7, 13, 13, 42, 99, 196], dtype=np.int64),
+            "age": pd.Series([1, 18, 25, 30, 17, 60, 24, 18, 40], dtype=np.int64),
+            "zip_code": pd.Series(
+                ["85711", "85712", None, "94040", "02134", "857", "10003", "94043", "85711"], dtype="str"
+            ),
+            "genres": pd.Series(
+                ["Drama|Comedy", "Drama", "Action", None, "Drama|Action", "Comedy", "", "Drama", "Drama"], dtype="str"
+            ),
+            "price": pd.Series([1.0, 2.0, NAN, 4.0, 5.0, 1.0, 7.0, 8.0, 2.0], dtype=np.float64),
+        }
+    )
+
+
+def as_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same values in object columns, which are judged row by row."""
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def test_factorised_columns_are_the_typed_ones() -> None:
+    frame = typed_frame()
+
+    assert all(factorized(frame[c]) is not None for c in frame)
+    assert factorized(pd.Series([True, False])) is None  # hashed alike, True and 1 would merge
+    assert factorized(as_objects(frame)["user_id"]) is None
+    column = factorized(frame["zip_code"])
+    assert column is not None
+    assert column.codes.tolist() == [0, 1, -1, 2, 3, 4, 5, 6, 0]
+    assert column.counts().tolist() == [2, 1, 1, 1, 1, 1, 1]
+
+
+def test_typed_frame_fits_and_encodes_as_its_object_form() -> None:
+    frame = typed_frame()
+
+    typed = fit_schema(spec(), frame)
+    objects = fit_schema(spec(), as_objects(frame))
+
+    for name, field in objects.fields.items():
+        assert typed.fields[name].vocabulary == field.vocabulary, name
+        assert typed.fields[name].mean == pytest.approx(field.mean, rel=1e-12), name
+        assert typed.fields[name].std == pytest.approx(field.std, rel=1e-12), name
+    assert typed.fields["price"].mean == pytest.approx(np.nanmean(frame["price"]), rel=1e-12)
+    encoder = FeatureEncoder(objects)
+    assert_batches_equal(encoder.encode_frame(frame), encoder.encode_frame(as_objects(frame)))
+
+
+@pytest.mark.parametrize(
+    ("column", "row"),
+    [
+        pytest.param(pd.Series([1.0, 2.0, 1.0, math.inf, math.inf], dtype=np.float64), 3, id="inf-in-floats"),
+        pytest.param(pd.Series([None, "2", "2", "x", "1"], dtype="str"), 1, id="strings-in-dense"),
+    ],
+)
+@pytest.mark.parametrize("judge", ["fit", "encode"])
+def test_a_bad_distinct_value_names_its_first_row(
+    encoder: FeatureEncoder, column: pd.Series, row: int, judge: str
+) -> None:
+    frame = train_frame().iloc[: len(column)].assign(price=column.to_numpy())
+    assert factorized(frame["price"]) is not None
+
+    with pytest.raises(EncodingError) as info:
+        fit_schema(spec(), frame) if judge == "fit" else encoder.encode_frame(frame)
+
+    assert info.value.field == "price"
+    assert info.value.row == row
