@@ -109,8 +109,10 @@ NEEDS_NUMBER = "a number (an integer within 64 bits or a finite float)"
 NEEDS_SCALAR = "a string or a number (an integer within 64 bits or a finite float)"
 
 
-def _values(column: Sequence[Any] | ListLike) -> list[Any]:
-    """The column as a list of Python values (an array's or a Series' by its `tolist`)."""
+def _values(column: Column) -> list[Any] | Factorized:
+    """The column as a list of Python values (an array's or a Series' by its `tolist`); a factorised one as it is."""
+    if isinstance(column, Factorized):
+        return column
     if isinstance(column, Sequence):
         return list(column)
     values: list[Any] = column.tolist()
@@ -388,19 +390,14 @@ class FeatureEncoder:
         for name in names:
             field = self.schema.fields[name]
             column = columns.get(field.source)
-            values = column if isinstance(column, Factorized) else _values(column) if column is not None else None
-            if values is not None and len(values) != num_rows:
+            values = [None] * num_rows if column is None else _values(column)
+            if len(values) != num_rows:
                 raise EncodingError(
                     f"field {field.source!r} has {len(values)} values for {num_rows} rows", field=field.source
                 )
             try:
-                if isinstance(values, Factorized):
-                    with values.rows_named():
-                        encoded, oov = self._encode_field(field, [*values.uniques, None])  # last: missing (-1)
-                    encoded, oov = encoded[values.codes], oov[values.codes]
-                else:
-                    encoded, oov = self._encode_field(field, [None] * num_rows if values is None else values)
-                features[name], oov_rows[name] = encoded, int(np.count_nonzero(oov))
+                features[name], oov = self._encode_column(field, values)
+                oov_rows[name] = int(np.count_nonzero(oov))
             except EncodingError as exc:
                 problems.setdefault(field.source, exc)
         if len(problems) == 1:
@@ -416,6 +413,14 @@ class FeatureEncoder:
             if source in frame:
                 columns[source] = factorized(frame[source]) or frame[source]
         return self.encode(columns, len(frame))
+
+    def _encode_column(self, field: FieldSchema, values: list[Any] | Factorized) -> tuple[np.ndarray, np.ndarray]:
+        """`_encode_field` of the rows' values; of a factorised column, of its distinct values, taken per row."""
+        if not isinstance(values, Factorized):
+            return self._encode_field(field, values)
+        with values.rows_named():
+            encoded, oov = self._encode_field(field, [*values.uniques, None])  # the last: missing (code -1)
+        return encoded[values.codes], oov[values.codes]
 
     def _encode_field(self, field: FieldSchema, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """(the field's model input for `values`, (B,) bool: rows whose value was missing or unknown)."""
