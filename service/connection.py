@@ -129,6 +129,9 @@ def _error(status: int, code: str, message: str) -> bytes:
 class Connection(HttpToolsProtocol):
     """One client connection: uvicorn's httptools protocol with `ConnectionLimits`, writing through a
     `StepWriteTransport`. uvicorn's `http` setting takes it as `functools.partial(Connection, limits=...)`.
+    It subclasses uvicorn's internal protocol because uvicorn has no public hook for either: without it
+    the limit and one-write tests in tests/service/test_service_connection.py fail, and the half-written
+    response a SIGKILL could leave is what test_killing_a_replica_under_load_loses_no_request guards.
 
     Args:
         limits: the connection limits.

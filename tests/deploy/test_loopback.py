@@ -234,7 +234,7 @@ def test_killing_a_replica_under_load_loses_no_request(deployment: loopback.Depl
     """Under steady load, one replica is killed (SIGTERM: docker stop, a rolling update; SIGKILL: a
     crash, docker kill) and later started again: the clients see no error, nginx stops sending to the
     dead replica, and once it is back it gets traffic again. (A SIGKILL loses no response half-written:
-    a replica writes each response in one piece, see service/protocol.py.)"""
+    a replica writes each response in one piece, see service/connection.py.)"""
     victim = deployment.replicas["scorer-1"]
     fail_timeout = fail_timeout_s()
     with Load(deployment.url, clients=2, max_seconds=90, max_requests=30000) as load:
