@@ -85,7 +85,7 @@ from serve_bench import (
     start_server,
 )
 
-from deepfm.artifact import list_versions
+from deepfm.artifact import METADATA_FILE, list_versions, read_metadata
 from tools.machine import core_ticks
 from tools.processes import free_port
 from tools.venvs import INSTALL_TIMEOUT_S, UnavailableError, bench_venv, torch_pin
@@ -235,9 +235,9 @@ def java_version() -> str:
 
 def torchserve_venv() -> Path:
     """TorchServe, torch (pinned first, so that nothing pulls a CUDA build) and deepfm, with this virtualenv's
-    numpy, pandas and PyYAML so that both servers encode with the same libraries."""
+    numpy, pandas, PyYAML and onnxruntime so that both servers encode and score with the same libraries."""
     pin = torch_pin()
-    same = [f"{name}=={metadata.version(name)}" for name in ("numpy", "pandas", "PyYAML")]
+    same = [f"{name}=={metadata.version(name)}" for name in ("numpy", "pandas", "PyYAML", "onnxruntime")]
     venv = bench_venv(
         "torchserve-" + TORCHSERVE_PINS[0].split("==")[1],
         [[pin], [pin, *TORCHSERVE_PINS, *same], ["--no-deps", "-e", str(ROOT)]],
@@ -253,9 +253,17 @@ def torchserve_venv() -> Path:
 # ----------------------------------------------------------------------------- TorchServe
 
 
+def runtime_of(python: Path, directory: Path) -> str:
+    """What scores a version directory loaded by `load_artifact` under `python` with one thread, as the servers."""
+    code = "import sys, torch; torch.set_num_threads(1); from deepfm.artifact import load_artifact as load; "
+    code += "print(load(sys.argv[1]).runtime)"
+    done = subprocess.run([str(python), "-c", code, str(directory)], capture_output=True, text=True, timeout=300)
+    return done.stdout.strip() or f"unknown ({done.stderr.strip()[-200:]})"
+
+
 def torchserve_archive(venv: Path, version_dir: Path, config: str, store: Path) -> Path:
-    """A model store holding the artifact's three files and the handler as one unpacked model archive."""
-    files = ",".join(str(version_dir / name) for name in ("model.pt", "schema.json", "metadata.json"))
+    """A model store holding the artifact's files and the handler as one unpacked model archive."""
+    files = ",".join(str(version_dir / name) for name in [*read_metadata(version_dir)["files"], METADATA_FILE])
     store.mkdir(parents=True)
     done = subprocess.run(
         [
@@ -729,6 +737,7 @@ def write_report(
         f"Machine: {machine()}. Load average (1 min) before / after: {load[0]:.2f} / {load[1]:.2f}.",
         "",
         f"Artifact: `{notes['artifact']}`, served by every server. {notes['torchserve']}",
+        f"What scores the artifact in each (`deepfm.artifact.Runtime`, the same `load_artifact`): {notes['runtimes']}.",
         f"Same scores from every server: {notes['scores']}. Server restarts during the run: {notes['restarts']}.",
         "",
         "Load generator: serve_bench's asyncio one (every latency recorded; see the script's docstring for why "
@@ -811,6 +820,7 @@ def main() -> None:
                 load_run(target, body, rows[batch], 8, args.warmup)
 
         fleet = Fleet(stack, {}, warmup)
+        notes["runtimes"] = f"service {runtime_of(Path(sys.executable), version_dir)}"
         specs = {s.name: s for s in server_specs(store)}
         service = replace(specs[SERVICE], env={**specs[SERVICE].env, "DEEPFM_SERVE_MODELS": MODEL_NAME})
         for spec in (service, specs[BARE_RAW]):
@@ -820,6 +830,7 @@ def main() -> None:
             for name, config in ((TS_B1, "b1"), (TS_B16, "b16")):
                 work = Path(scratch) / config
                 archive = torchserve_archive(venv, version_dir, config, work / "store")
+                notes["runtimes"] += f", {name} {runtime_of(venv / 'bin' / 'python', archive / MODEL_NAME)}"
                 launch = partial(start_torchserve, name, venv, archive, work, bodies["1"])
                 fleet.launchers[name] = (launch, f"/predictions/{MODEL_NAME}", work / "console.log")
         names = list(fleet.launchers)

@@ -2,13 +2,16 @@
 
     models_store/<model_name>/<version>/
         model.pt        TorchScript; forward(Dict[str, Tensor]) -> click probabilities (B,)
+        model.onnx      where it could be made: the same model for ONNX Runtime (`deepfm.onnx_form`)
         schema.json     the fitted DatasetSchema: fields, sources, transforms, vocabularies, statistics
         vocabularies.npz  only if some vocabulary has more than INLINE_VOCABULARY_MAX values: those
                         vocabularies, which schema.json then names instead of listing (see below)
         metadata.json   name, version, creation time, config, metrics, library versions, sha256 of each file
 
-Export scripts the model and refuses one whose frozen TorchScript form (what the service runs) scores
-a probe batch differently from the model itself. Versions are increasing integers. A version is
+Export scripts the model and refuses one whose frozen TorchScript form scores a probe batch differently
+from the model itself; the ONNX form is written only where ONNX Runtime scores that batch as the model
+does. A loaded artifact scores by its ONNX form where it has one (`Runtime`), checked against
+TorchScript on the load-time probe batch. Versions are increasing integers. A version is
 written into a hidden temporary directory and then renamed into place, so a half-written export is
 never visible and an existing one is never touched.
 Loading checks every file (presence, JSON, checksums), that the model and schema agree, that every
@@ -28,15 +31,17 @@ differs, is missing or does not decode.
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -45,6 +50,9 @@ from torch import Tensor, nn
 from deepfm import jit
 from deepfm.data.schema import DatasetSchema, FeatureType, vocabulary_files
 from deepfm.errors import ArtifactError, DeepFMError
+from deepfm.onnx_form import ONNX_FILE, OnnxModel, runtime_available, write_onnx
+
+logger = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT_VERSION = 1
 MODEL_FILE = "model.pt"
@@ -187,39 +195,61 @@ def read_vocabularies(path: Path, names: list[str]) -> dict[str, tuple[str, ...]
 SCRIPT_TOLERANCE = 1e-5
 
 
-def _checked_script(model: nn.Module, schema: DatasetSchema) -> torch.jit.ScriptModule:
-    """The scripted probability model, checked against the model in its frozen form on a probe batch.
-
-    The probe batch holds OOV values, full, one-token and empty bags and nonzero dense values.
-
-    Raises:
-        ArtifactError: the model fails on the probe batch, or its frozen scripted form (what the service
-            runs) scores it differently.
-    """
-    wrapped = ProbabilityModel(model, schema.field_names)
-    scripted = jit.script(wrapped)
+def _export_probe(schema: DatasetSchema) -> dict[str, Tensor]:
+    """The export's probe batch: OOV values, full, one-token and empty bags and nonzero dense values."""
     batch = probe_batch(schema, batch_size=3)
     for field in schema.fields.values():
         if field.feature_type is FeatureType.SEQUENCE:
             batch[field.name][2, 1:] = 0  # a bag of one token beside the full (row 1) and empty (row 0) ones
         elif field.feature_type is FeatureType.DENSE:
             batch[field.name] = torch.tensor([0.0, 1.0, -2.0])
+    return batch
+
+
+def _gap(got: Tensor, expected: Tensor) -> float:
+    """The largest difference between two score vectors, NaN where both are NaN counting as none; infinite if
+    their shapes differ or only one is NaN somewhere."""
+    if got.shape != expected.shape:
+        return float("inf")
+    both = got.isnan() & expected.isnan()
+    return float(torch.where(both, 0.0, (got - expected).abs()).nan_to_num(nan=float("inf")).max())
+
+
+def _checked_script(wrapped: ProbabilityModel, batch: dict[str, Tensor], expected: Tensor) -> torch.jit.ScriptModule:
+    """The scripted probability model, checked in its frozen form against the model's `expected` scores
+    of the probe batch.
+
+    Raises:
+        ArtifactError: the frozen scripted form (what the service runs) fails on the probe batch or
+            scores it differently.
+    """
+    scripted = jit.script(wrapped)
     with torch.no_grad():
-        try:
-            expected = wrapped(batch)
-        except (IndexError, RuntimeError) as exc:
-            raise ArtifactError(f"the model fails on a probe batch of the schema's shape: {exc}") from exc
         try:
             got = jit.freeze(scripted, preserved_attrs=["field_names"])(batch)
         except RuntimeError as exc:
             raise ArtifactError(f"the model's TorchScript form fails on a probe batch the model scores: {exc}") from exc
-    agree = got.shape == expected.shape and torch.allclose(
-        got, expected, rtol=0.0, atol=SCRIPT_TOLERANCE, equal_nan=True
-    )
-    if not agree:
-        gap = float((got - expected).abs().max()) if got.shape == expected.shape else float("inf")
+    gap = _gap(got, expected)
+    if not gap <= SCRIPT_TOLERANCE:
         raise ArtifactError(f"the model's TorchScript form differs from it by {gap:.3g} on a probe batch")
     return scripted
+
+
+def _checked_onnx(wrapped: ProbabilityModel, batch: dict[str, Tensor], expected: Tensor, path: Path) -> bool:
+    """Write the ONNX form to `path` if it can be made and ONNX Runtime scores the probe batch as the model
+    does (`expected`); else log why not and write nothing. Returns whether it was written."""
+    reason = write_onnx(wrapped, wrapped.field_names, batch, path)
+    if reason is None and not runtime_available():
+        reason = "onnxruntime is not installed to check it"
+    if reason is None:
+        got = torch.from_numpy(OnnxModel(path, threads=1)({k: v.numpy() for k, v in batch.items()}))
+        gap = _gap(got, expected)
+        if not gap <= SCRIPT_TOLERANCE:
+            reason = f"ONNX Runtime's scores differ from the model's by {gap:.3g} on a probe batch"
+    if reason is not None:
+        path.unlink(missing_ok=True)
+        logger.warning("no ONNX form in the artifact (it serves from TorchScript): %s", reason)
+    return reason is None
 
 
 def export_artifact(
@@ -249,17 +279,26 @@ def export_artifact(
     root = Path(store) / model_name
     root.mkdir(parents=True, exist_ok=True)
     model.eval()
-    scripted = _checked_script(model, schema)
+    wrapped = ProbabilityModel(model, schema.field_names)
+    batch = _export_probe(schema)
+    with torch.no_grad():
+        try:
+            expected = wrapped(batch)
+        except (IndexError, RuntimeError) as exc:
+            raise ArtifactError(f"the model fails on a probe batch of the schema's shape: {exc}") from exc
+    scripted = _checked_script(wrapped, batch, expected)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     try:
         jit.save(scripted, staging / MODEL_FILE)
+        files = [MODEL_FILE, SCHEMA_FILE]
+        if _checked_onnx(wrapped, batch, expected, staging / ONNX_FILE):
+            files.append(ONNX_FILE)
         large = {
             f.name: f.vocabulary
             for f in schema.fields.values()
             if f.vocabulary is not None and len(f.vocabulary) > inline_vocabulary_max
         }
         (staging / SCHEMA_FILE).write_text(schema.to_json(dict.fromkeys(large, VOCABULARY_FILE)))
-        files = [MODEL_FILE, SCHEMA_FILE]
         if large:
             write_vocabularies(staging / VOCABULARY_FILE, large)
             files.append(VOCABULARY_FILE)
@@ -293,9 +332,15 @@ def export_artifact(
             staging.rmdir()
 
 
+Runtime = Literal["auto", "onnx", "torchscript"]
+"""How a loaded artifact scores: `auto` by its ONNX form where it has one and onnxruntime is installed, else
+by TorchScript; `onnx` by its ONNX form or not at all; `torchscript` by TorchScript."""
+RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)
+
+
 @dataclass(frozen=True)
 class Artifact:
-    """A loaded, verified model version."""
+    """A loaded, verified model version; it scores by its ONNX form where one was loaded, else by TorchScript."""
 
     path: Path
     model_name: str
@@ -303,11 +348,23 @@ class Artifact:
     schema: DatasetSchema
     metadata: dict[str, Any]
     model: torch.jit.ScriptModule
+    onnx: OnnxModel | None = None
+
+    @property
+    def runtime(self) -> Literal["onnx", "torchscript"]:
+        """The runtime that scores: "onnx" or "torchscript"."""
+        return "torchscript" if self.onnx is None else "onnx"
+
+    def scores(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Click probabilities (B,) float32 of an encoded batch's arrays."""
+        if self.onnx is not None:
+            return self.onnx(features)
+        with torch.inference_mode():
+            return self.model({k: torch.from_numpy(v) for k, v in features.items()}).numpy()  # type: ignore[no-any-return]
 
     def predict(self, batch: dict[str, Tensor]) -> Tensor:
-        """Click probabilities (B,) for an encoded batch."""
-        with torch.inference_mode():
-            return self.model(batch)  # type: ignore[no-any-return]
+        """Click probabilities (B,) for an encoded batch of tensors: `scores` of their arrays."""
+        return torch.from_numpy(self.scores({k: v.numpy() for k, v in batch.items()}))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -359,17 +416,20 @@ def _schema(root: Path, data: dict[str, Any], files: dict[str, str]) -> DatasetS
         raise ArtifactError(f"{root / SCHEMA_FILE}: {exc}", path=str(root / SCHEMA_FILE)) from exc
 
 
-def load_artifact(path: str | Path) -> Artifact:
-    """Load and verify one version directory; ArtifactError names the file at fault."""
+def load_artifact(path: str | Path, runtime: Runtime = "auto") -> Artifact:
+    """Load and verify one version directory, to score by `runtime` (see Runtime); ArtifactError names the
+    file at fault."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     root = Path(path)
     try:
-        return _load(root)
+        return _load(root, runtime)
     except OSError as exc:  # e.g. a directory the service's user may not read
         where = exc.filename or root
         raise ArtifactError(f"{where}: cannot read: {exc.strerror or exc}", path=str(where)) from exc
 
 
-def _load(root: Path) -> Artifact:
+def _load(root: Path, runtime: Runtime) -> Artifact:
     for name in (METADATA_FILE, SCHEMA_FILE, MODEL_FILE):
         if not (root / name).is_file():
             raise ArtifactError(f"{root / name}: missing from the artifact", path=str(root / name))
@@ -413,7 +473,42 @@ def _load(root: Path) -> Artifact:
         model=model,
     )
     _verify(artifact)
-    return artifact
+    if runtime == "torchscript":
+        return artifact
+    onnx = _onnx_form(artifact, checksums, required=runtime == "onnx")
+    return artifact if onnx is None else replace(artifact, onnx=onnx)
+
+
+def _onnx_form(artifact: Artifact, checksums: dict[str, Any], required: bool) -> OnnxModel | None:
+    """The version's ONNX form, checked against its verified TorchScript model on the vocabulary probes.
+
+    None where metadata.json lists no such file, onnxruntime is not installed, or the form does not load
+    or score as TorchScript does (this onnxruntime may be older than the exporter's): the version then
+    serves from TorchScript, with a warning. With `required` each of these is an ArtifactError instead, and
+    a checksum that does not match is one in any case.
+    """
+    path = artifact.path / ONNX_FILE
+    if ONNX_FILE not in checksums:
+        reason = f"{METADATA_FILE} lists no {ONNX_FILE}"
+    elif not runtime_available():
+        reason = "onnxruntime is not installed"
+    else:
+        _check_sums(artifact.path, checksums, [ONNX_FILE])
+        batch = {k: v.numpy() for k, v in vocabulary_probes(artifact.schema).items()}
+        try:
+            form = OnnxModel(path, threads=torch.get_num_threads())
+            gap = _gap(torch.from_numpy(form(batch)), torch.from_numpy(artifact.scores(batch)))
+        except Exception as exc:  # onnxruntime's own errors (an opset it lacks, a broken graph)
+            reason = f"onnxruntime cannot run it: {str(exc).splitlines()[0][:300]}"
+        else:
+            if gap <= SCRIPT_TOLERANCE:
+                return form
+            reason = f"it scores the probe batch {gap:.3g} away from {MODEL_FILE}"
+    if required:
+        raise ArtifactError(f"{path}: no ONNX form to score by: {reason}", path=str(path))
+    if ONNX_FILE in checksums:
+        logger.warning("%s: serving from TorchScript: %s", path, reason)
+    return None
 
 
 def _check_sums(root: Path, checksums: dict[str, Any], names: list[str]) -> None:

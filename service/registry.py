@@ -210,6 +210,7 @@ class ModelRegistry:
                 ModelInfo(
                     name=name,
                     version=state.current.version,
+                    runtime=state.current.artifact.runtime,
                     loaded_versions=_loaded_versions(state),
                     pinned=state.pinned,
                     held_versions=[]
@@ -355,7 +356,7 @@ class ModelRegistry:
         """Load and verify a version; None, refused, on any failure."""
         path = self._settings.models_store / name / str(version)
         try:
-            loaded = LoadedModel.load(path, self._settings.batch_max_rows)
+            loaded = LoadedModel.load(path, self._settings.batch_max_rows, self._settings.runtime)
         except Exception as exc:  # any fault of this version: refuse it, never stop the others
             self._refuse(name, version, str(exc) if isinstance(exc, ArtifactError) else f"{path}: {exc!r}")
             return None

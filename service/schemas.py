@@ -130,6 +130,9 @@ class ModelInfo(BaseModel):
 
     name: str
     version: int = Field(description="The serving version.")
+    runtime: Literal["onnx", "torchscript"] = Field(
+        description="What scores the serving version: its ONNX form by ONNX Runtime, or its TorchScript model."
+    )
     loaded_versions: list[int] = Field(description="Versions a request may name: the serving, previous and held ones.")
     pinned: bool
     held_versions: list[HeldVersion]

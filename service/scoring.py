@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from deepfm.artifact import Artifact, load_artifact
+from deepfm.artifact import Artifact, Runtime, load_artifact
 from deepfm.data.encoding import EncodedBatch, FeatureEncoder
 from deepfm.errors import ArtifactError, EncodingError
 from service.inputs import RequestSpec, Rows
@@ -114,13 +113,14 @@ class LoadedModel:
         return self.artifact.version
 
     @classmethod
-    def load(cls, path: Path, max_rows: int) -> LoadedModel:
-        """Load and verify a version directory (`load_artifact`), then warm it up through the scoring path.
+    def load(cls, path: Path, max_rows: int, runtime: Runtime = "auto") -> LoadedModel:
+        """Load and verify a version directory to score by `runtime` (`load_artifact`), then warm it up
+        through the scoring path.
 
         Raises:
             ArtifactError: the artifact is broken, or fails the warm-up.
         """
-        artifact = load_artifact(path)
+        artifact = load_artifact(path, runtime)
         loaded = cls(artifact, FeatureEncoder(artifact.schema), RequestSpec(artifact.schema))
         example = loaded.spec.example_instance()
         for size in WARMUP_BATCH_SIZES * WARMUP_ROUNDS:
@@ -139,10 +139,9 @@ class LoadedModel:
             EncodingError: as `encode_rows`.
         """
         encoded = encode_rows(self.encoder, parts)
-        total = encoded.num_rows
-        tensors = {name: torch.from_numpy(values) for name, values in encoded.features.items()}
+        total, features = encoded.num_rows, encoded.features
         if total <= max_rows:  # the usual case: one call on the whole batch
-            return Scored(self.artifact.predict(tensors).numpy(), encoded.oov_rows, [total])
+            return Scored(self.artifact.scores(features), encoded.oov_rows, [total])
         starts = range(0, total, max_rows)
-        outputs = [self.artifact.predict({k: t[s : s + max_rows] for k, t in tensors.items()}) for s in starts]
-        return Scored(torch.cat(outputs).numpy(), encoded.oov_rows, [min(max_rows, total - s) for s in starts])
+        outputs = [self.artifact.scores({k: a[s : s + max_rows] for k, a in features.items()}) for s in starts]
+        return Scored(np.concatenate(outputs), encoded.oov_rows, [min(max_rows, total - s) for s in starts])

@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from deepfm.artifact import Runtime
+
 ENV_PREFIX = "DEEPFM_SERVE_"
 MIN_TOKEN_LENGTH = 16
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -98,7 +100,11 @@ class Settings(BaseSettings):
     """On SIGTERM, how long requests in flight may take to finish; the process exits within a second after."""
 
     torch_threads: int = Field(default=1, ge=1)
-    """Torch intra-op threads per worker; more CPUs are better spent on more workers."""
+    """Torch intra-op threads per worker (ONNX Runtime's too); more CPUs are better spent on more workers."""
+
+    runtime: Runtime = "auto"
+    """What scores a model version: its ONNX form by ONNX Runtime where it has one (auto), only that (onnx: a
+    version without one is refused), or its TorchScript model."""
 
     gc_freeze: bool = True
     """Move what exists when a worker starts (the imported libraries: a quarter million objects) out of the

@@ -48,6 +48,7 @@ from deepfm.data.schema import (
     TransformKind,
 )
 from deepfm.errors import ArtifactError
+from deepfm.onnx_form import ONNX_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "tiny"
@@ -179,12 +180,12 @@ def batch_for(schema: DatasetSchema) -> dict[str, Tensor]:
 # --- export -----------------------------------------------------------------------------------------------------
 
 
-def test_export_writes_the_three_files_with_their_checksums(exported: Path, store: Path, schema: DatasetSchema) -> None:
+def test_export_writes_the_four_files_with_their_checksums(exported: Path, store: Path, schema: DatasetSchema) -> None:
     metadata = json.loads((exported / METADATA_FILE).read_text())
 
     assert exported == store / NAME / "1"
-    assert sorted(p.name for p in exported.iterdir()) == sorted([MODEL_FILE, SCHEMA_FILE, METADATA_FILE])
-    assert metadata["files"] == {MODEL_FILE: sha256(exported / MODEL_FILE), SCHEMA_FILE: sha256(exported / SCHEMA_FILE)}
+    assert sorted(p.name for p in exported.iterdir()) == sorted([MODEL_FILE, ONNX_FILE, SCHEMA_FILE, METADATA_FILE])
+    assert metadata["files"] == {name: sha256(exported / name) for name in (MODEL_FILE, SCHEMA_FILE, ONNX_FILE)}
     assert DatasetSchema.from_json((exported / SCHEMA_FILE).read_text()) == schema
 
 
@@ -410,6 +411,93 @@ def test_load_refuses_a_model_that_fails_the_probe_batch(
         load_artifact(exported)
 
     assert info.value.path == str(exported / MODEL_FILE)
+
+
+class DataDependent(nn.Module):
+    """Branches on a value of its input: TorchScript scripts it, torch.export (the ONNX exporter's) cannot."""
+
+    def __init__(self, schema: DatasetSchema) -> None:
+        super().__init__()
+        self.tiny = TinyCTR(schema)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        logits = self.tiny(batch)
+        if bool(logits.sum() > 1e9):
+            return logits * 2.0
+        return logits
+
+
+def _without_onnx(directory: Path) -> None:
+    """The version as an export without an ONNX form (or an older exporter) leaves it."""
+    (directory / ONNX_FILE).unlink()
+    _rewrite(directory, METADATA_FILE, _json_change(lambda d: d["files"].pop(ONNX_FILE)), fix_checksum=False)
+
+
+def test_a_loaded_artifact_scores_by_its_onnx_form_as_torchscript_does(exported: Path, schema: DatasetSchema) -> None:
+    by_onnx, by_script = load_artifact(exported), load_artifact(exported, "torchscript")
+    batch = vocabulary_probes(schema)
+
+    assert (by_onnx.runtime, by_script.runtime) == ("onnx", "torchscript")
+    assert load_artifact(exported, "onnx").runtime == "onnx"
+    torch.testing.assert_close(by_onnx.predict(batch), by_script.predict(batch), rtol=0.0, atol=1e-6)
+    with torch.inference_mode():
+        torch.testing.assert_close(by_script.predict(batch), by_script.model(batch), rtol=0.0, atol=0.0)
+
+
+def test_an_artifact_without_an_onnx_form_scores_by_torchscript_unless_onnx_is_required(exported: Path) -> None:
+    _without_onnx(exported)
+
+    assert load_artifact(exported).runtime == "torchscript"
+    with pytest.raises(ArtifactError, match=r"no ONNX form to score by: metadata\.json lists no model\.onnx") as info:
+        load_artifact(exported, "onnx")
+    assert info.value.path == str(exported / ONNX_FILE)
+
+
+def test_a_damaged_onnx_form_is_refused_as_any_file_is(exported: Path) -> None:
+    _rewrite(exported, ONNX_FILE, _flip(100, 104), fix_checksum=False)
+
+    with pytest.raises(ArtifactError, match="sha256 does not match") as info:
+        load_artifact(exported)
+    assert info.value.path == str(exported / ONNX_FILE)
+    assert load_artifact(exported, "torchscript").runtime == "torchscript"  # what does not read it, loads
+
+
+def test_an_onnx_form_that_scores_otherwise_is_not_used(
+    exported: Path, schema: DatasetSchema, store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.manual_seed(1)
+    other = export_artifact(TinyCTR(schema), schema, store, "other", config={}, metrics={})
+    (exported / ONNX_FILE).write_bytes((other / ONNX_FILE).read_bytes())  # another model's weights, checksum fixed
+    _rewrite(exported, ONNX_FILE, lambda raw: raw, fix_checksum=True)
+
+    assert load_artifact(exported).runtime == "torchscript"
+    assert "serving from TorchScript: it scores the probe batch" in caplog.text
+    with pytest.raises(ArtifactError, match=r"scores the probe batch .* away from model\.pt"):
+        load_artifact(exported, "onnx")
+
+
+def test_a_model_the_onnx_exporter_cannot_capture_is_exported_without_the_form(
+    schema: DatasetSchema, store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.manual_seed(0)
+    model = DataDependent(schema)
+
+    exported = export(model, schema, store)
+
+    assert not (exported / ONNX_FILE).exists()
+    assert ONNX_FILE not in json.loads((exported / METADATA_FILE).read_text())["files"]
+    assert "no ONNX form in the artifact (it serves from TorchScript): the ONNX exporter failed" in caplog.text
+    loaded = load_artifact(exported)
+    batch = batch_for(schema)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(batch))
+    assert loaded.runtime == "torchscript"
+    torch.testing.assert_close(loaded.predict(batch), expected)
+
+
+def test_an_unknown_runtime_is_a_value_error(exported: Path) -> None:
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        load_artifact(exported, "tensorrt")  # type: ignore[arg-type]
 
 
 # --- store listing and probe batch ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,6 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from serving_helpers import UNKNOWN_INSTANCES, MakeClient, Trained
-from torch import Tensor
 
 from deepfm.artifact import Artifact
 from deepfm.data.encoding import FeatureEncoder
@@ -33,14 +33,14 @@ def model_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The batch size of every model call made while the test runs."""
     calls: list[int] = []
     lock = threading.Lock()
-    predict = Artifact.predict
+    scores = Artifact.scores
 
-    def spy(self: Artifact, batch: dict[str, Tensor]) -> Tensor:
+    def spy(self: Artifact, features: Mapping[str, np.ndarray]) -> np.ndarray:
         with lock:
-            calls.append(len(next(iter(batch.values()))))
-        return predict(self, batch)
+            calls.append(len(next(iter(features.values()))))
+        return scores(self, features)
 
-    monkeypatch.setattr(Artifact, "predict", spy)
+    monkeypatch.setattr(Artifact, "scores", spy)
     return calls
 
 

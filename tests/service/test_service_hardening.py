@@ -6,6 +6,7 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from serving_helpers import MODEL_NAME, MakeClient, Trained, metric
-from torch import Tensor, nn
+from torch import nn
 
 from deepfm.artifact import METADATA_FILE, Artifact, export_artifact
 from service.app import create_app
@@ -105,13 +106,13 @@ def test_a_stuck_model_call_times_out_and_readiness_says_so(
 ) -> None:
     client = make_client(request_timeout_s=0.5)
     release = threading.Event()
-    predict_batch = Artifact.predict
+    scores = Artifact.scores
 
-    def stuck(self: Artifact, batch: dict[str, Tensor]) -> Tensor:
+    def stuck(self: Artifact, features: Mapping[str, np.ndarray]) -> np.ndarray:
         release.wait(30)
-        return predict_batch(self, batch)
+        return scores(self, features)
 
-    monkeypatch.setattr(Artifact, "predict", stuck)
+    monkeypatch.setattr(Artifact, "scores", stuck)
     started = time.monotonic()
     response = predict(client, trained.instances(1))
     assert time.monotonic() - started < 5
