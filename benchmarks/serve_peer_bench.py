@@ -475,7 +475,7 @@ IDLE_LEAVES = (  # innermost frames of a waiting thread: for a job, for a pool t
     "wait (threading.py",
 )
 STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (  # matched on "function (file:line)" frames, innermost first
-    ("model call (TorchScript)", ("Artifact.predict", "torch/")),
+    ("model call (ONNX Runtime or TorchScript)", ("deepfm/onnx_form.py", "onnxruntime/", "Artifact.scores", "torch/")),
     ("encoding (FeatureEncoder)", ("deepfm/data/encoding.py", "encode_rows (service/scoring.py")),
     ("scoring glue (service/scoring.py)", ("service/scoring.py",)),
     ("row checks and columns (service/inputs.py)", ("service/inputs.py",)),
