@@ -472,15 +472,22 @@ def _load(root: Path, runtime: Runtime) -> Artifact:
         metadata=meta,
         model=model,
     )
-    _verify(artifact)
+    probes, scores = _verify(artifact)
     if runtime == "torchscript":
         return artifact
-    onnx = _onnx_form(artifact, checksums, required=runtime == "onnx")
+    onnx = _onnx_form(artifact, checksums, probes, scores, required=runtime == "onnx")
     return artifact if onnx is None else replace(artifact, onnx=onnx)
 
 
-def _onnx_form(artifact: Artifact, checksums: dict[str, Any], required: bool) -> OnnxModel | None:
-    """The version's ONNX form, checked against its verified TorchScript model on the vocabulary probes.
+def _onnx_form(
+    artifact: Artifact,
+    checksums: dict[str, Any],
+    probes: dict[str, np.ndarray],
+    expected: np.ndarray,
+    required: bool,
+) -> OnnxModel | None:
+    """The version's ONNX form, checked against its verified TorchScript model's scores (`expected`) of the
+    vocabulary probes (`probes`, what `_verify` scored).
 
     None where metadata.json lists no such file, onnxruntime is not installed, or the form does not load
     or score as TorchScript does (this onnxruntime may be older than the exporter's): the version then
@@ -494,10 +501,9 @@ def _onnx_form(artifact: Artifact, checksums: dict[str, Any], required: bool) ->
         reason = "onnxruntime is not installed"
     else:
         _check_sums(artifact.path, checksums, [ONNX_FILE])
-        batch = {k: v.numpy() for k, v in vocabulary_probes(artifact.schema).items()}
         try:
             form = OnnxModel(path, threads=torch.get_num_threads())
-            gap = _gap(torch.from_numpy(form(batch)), torch.from_numpy(artifact.scores(batch)))
+            gap = _gap(torch.from_numpy(form(probes)), torch.from_numpy(expected))
         except Exception as exc:  # onnxruntime's own errors (an opset it lacks, a broken graph)
             reason = f"onnxruntime cannot run it: {str(exc).splitlines()[0][:300]}"
         else:
@@ -530,8 +536,9 @@ def _check_finite(path: Path, model: torch.jit.ScriptModule) -> None:
             raise ArtifactError(f"{path}: {name} holds NaN or infinite values (rows {rows})", path=str(path))
 
 
-def _verify(artifact: Artifact) -> None:
-    """The model reads the schema's fields and scores a probe batch to finite probabilities."""
+def _verify(artifact: Artifact) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The model reads the schema's fields and scores a probe batch to finite probabilities; returns that
+    batch (`vocabulary_probes`, as arrays) and its scores."""
     model_path = str(artifact.path / MODEL_FILE)
     field_names = getattr(artifact.model, "field_names", None)
     if field_names != artifact.schema.field_names:
@@ -544,9 +551,9 @@ def _verify(artifact: Artifact) -> None:
             f"{artifact.path / METADATA_FILE}: version {artifact.version} in a directory named {artifact.path.name}",
             path=str(artifact.path / METADATA_FILE),
         )
-    batch = vocabulary_probes(artifact.schema)
+    batch = {name: probe.numpy() for name, probe in vocabulary_probes(artifact.schema).items()}
     try:
-        scores = artifact.predict(batch).numpy()
+        scores = artifact.scores(batch)
     except RuntimeError as exc:
         raise ArtifactError(
             f"{model_path}: fails on a probe batch of schema.json's shape: {exc}", path=model_path
@@ -559,3 +566,4 @@ def _verify(artifact: Artifact) -> None:
             f"{model_path}: probe batch over the vocabulary rows gave {bad!r}, not probabilities of shape (B,)",
             path=model_path,
         )
+    return batch, scores

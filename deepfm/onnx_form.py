@@ -22,8 +22,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-logger = logging.getLogger(__name__)
-
 ONNX_FILE = "model.onnx"
 OUTPUT = "probability"
 EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")
