@@ -240,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         help="export a run as the next artifact version",
-        description="Write model.pt (TorchScript, probabilities), schema.json and metadata.json as the next "
+        description="Write model.pt (TorchScript, probabilities), model.onnx (its ONNX form, where the exporter "
+        "captures the model and ONNX Runtime scores as it does), schema.json and metadata.json as the next "
         "version under <store>/<name>/, atomically.",
     )
     export.add_argument("--run", type=Path, required=True, help="run directory written by `deepfm train`")
