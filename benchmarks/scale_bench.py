@@ -14,14 +14,16 @@ Datasets, generated into `--work` (not timed; reused when already there):
     `deepfm train --data` (fields inferred, values seen fewer than 10 times in training OOV as in
     FuxiCTR's Criteo setting, random 80/10/10 split).
 Each is trained for one epoch by `deepfm train ... --export` in a child process (its peak RSS from
-wait4), then served by `python -m service` from the exported store: seconds until /health/ready, and
-sequential /predict latencies of 1- and 100-row requests of the data's own raw rows. The report gives
-each size's figures and the ratio per 10x rows. Writes benchmarks/results/scale_bench.md.
+wait4), then served by `python -m service` from the exported store: seconds until /health/ready (first
+straight after training, then restarted), and sequential /predict latencies of 1- and 100-row requests
+of the data's own raw rows. The report gives each size's figures and the ratio per 10x rows. Writes
+benchmarks/results/scale_bench.md (or --output).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -31,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ DEEPFM = [sys.executable, "-m", "deepfm"]
 REQUESTS = 300  # per batch size, sequential
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Dataset:
     name: str
     rows: int
@@ -74,7 +75,16 @@ DATASETS = {
 }
 
 
-@dataclass
+@dataclasses.dataclass
+class Serving:
+    first_ready_s: float  # straight after the training and export
+    dirty_mib: float  # the page cache's dirty memory at that start
+    ready_s: float  # a restart over the same store
+    rss_mib: float  # the scorer process once ready
+    latency_ms: dict[int, tuple[float, float]]  # rows per request -> (p50, p99)
+
+
+@dataclasses.dataclass
 class Result:
     dataset: Dataset
     preparation_s: float
@@ -82,9 +92,7 @@ class Result:
     total_s: float
     peak_rss_mib: float
     artifact_mib: float
-    ready_s: float
-    service_rss_mib: float  # the scorer process once ready
-    latency_ms: dict[int, tuple[float, float]]  # rows per request -> (p50, p99)
+    serving: Serving
     test_auc: float
 
 
@@ -139,19 +147,35 @@ def raw_rows(dataset: Dataset, data: Path, count: int) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))} for row in records]
 
 
-def serve(
-    store: Path, rows: list[dict[str, Any]], log_dir: Path
-) -> tuple[float, float, dict[int, tuple[float, float]]]:
-    """Seconds until the service over `store` is ready, its RSS MiB then, and /predict (p50, p99) ms per
-    rows per request."""
-    import httpx
+def dirty_mib() -> float:
+    """The page cache's dirty and under-writeback memory now, MiB: what a start competes with for the disk."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return sum(int(fields[name].split()[0]) for name in ("Dirty", "Writeback")) / 1024
 
-    server = Server(log_dir, {"DEEPFM_SERVE_MODELS_STORE": str(store), "DEEPFM_SERVE_DEFAULT_MODEL": "deepfm"})
+
+def ready_seconds(server: Server) -> float:
+    """Start `server`: seconds until /health/ready answers."""
     started = time.perf_counter()
     server.start()
+    server.wait_http(f"{server.url}/health/ready", timeout=600)
+    return time.perf_counter() - started
+
+
+def serve(store: Path, rows: list[dict[str, Any]], log_dir: Path) -> Serving:
+    """The service over `store` started twice: its first start straight after training (what the
+    machine's page cache then holds included), then a restart, measured."""
+    import httpx
+
+    settings = {"DEEPFM_SERVE_MODELS_STORE": str(store), "DEEPFM_SERVE_DEFAULT_MODEL": "deepfm"}
+    dirty = dirty_mib()
+    first = Server(log_dir, settings)
     try:
-        server.wait_http(f"{server.url}/health/ready", timeout=600)
-        ready = time.perf_counter() - started
+        first_ready = ready_seconds(first)
+    finally:
+        first.stop(timeout=60)
+    server = Server(log_dir, settings)
+    try:
+        ready = ready_seconds(server)
         assert server.proc is not None
         rss = rss_mib(server.proc.pid)
         latency = {}
@@ -166,7 +190,7 @@ def serve(
                         times.append(time.perf_counter() - sent)
                     response.raise_for_status()
                 latency[size] = (float(np.percentile(times, 50)) * 1e3, float(np.percentile(times, 99)) * 1e3)
-        return ready, rss, latency
+        return Serving(first_ready, dirty, ready, rss, latency)
     finally:
         server.stop(timeout=60)
 
@@ -185,7 +209,7 @@ def measure(dataset: Dataset, work: Path) -> Result:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     version = next((store / "deepfm").iterdir())
     artifact = sum(f.stat().st_size for f in version.iterdir()) / 2**20
-    ready, rss, latency = serve(store, raw_rows(dataset, data, REQUESTS + 100), out)
+    serving = serve(store, raw_rows(dataset, data, REQUESTS + 100), out)
     return Result(
         dataset=dataset,
         preparation_s=float(prepared.group(1)) if prepared else float("nan"),
@@ -193,9 +217,7 @@ def measure(dataset: Dataset, work: Path) -> Result:
         total_s=metrics["total_seconds"],
         peak_rss_mib=peak,
         artifact_mib=artifact,
-        ready_s=ready,
-        service_rss_mib=rss,
-        latency_ms=latency,
+        serving=serving,
         test_auc=metrics["test"]["auc"],
     )
 
@@ -218,8 +240,8 @@ def growth_rows(results: list[Result]) -> list[str]:
                 f"{per_10x(small.train_samples_per_s, large.train_samples_per_s)} | "
                 f"{per_10x(small.peak_rss_mib, large.peak_rss_mib)} | "
                 f"{per_10x(small.artifact_mib, large.artifact_mib)} | "
-                f"{per_10x(small.ready_s, large.ready_s)} | "
-                f"{per_10x(small.latency_ms[1][0], large.latency_ms[1][0])} |"
+                f"{per_10x(small.serving.ready_s, large.serving.ready_s)} | "
+                f"{per_10x(small.serving.latency_ms[1][0], large.serving.latency_ms[1][0])} |"
             )
     return lines
 
@@ -231,23 +253,26 @@ def write_report(results: list[Result], args: argparse.Namespace, minutes: float
         f"Command: `{COMMAND} --datasets {args.datasets}` ({minutes:.0f} min). See the script's docstring for",
         "the data and the protocol. One training epoch, 1 torch thread; preparation is reading, splitting,",
         "fitting and encoding (the trainer's `data prepared in` line); samples/s is the training loop's;",
-        "peak RSS is the training process's; ready is from the service's start to /health/ready, and the",
-        "service's RSS is its one process's (one worker) then;",
+        "peak RSS is the training process's; ready is from the service's start to /health/ready, first",
+        "straight after the training (with the page cache's dirty MiB then) and then restarted over the same",
+        "store, and the service's RSS is its one process's (one worker) once the restart is ready;",
         f"/predict latencies are of {REQUESTS - 20} sequential requests after 20 warm-up ones.",
         "",
         f"Measured {len(results)} of the {len(args.datasets.split(','))} datasets asked for.",
         "",
-        "| dataset | rows | preparation s | train samples/s | total s | peak RSS MiB | artifact MiB | ready s "
-        "| service RSS MiB | /predict p50 / p99 ms, 1 row | 100 rows | test AUC |",
+        "| dataset | rows | preparation s | train samples/s | total s | peak RSS MiB | artifact MiB "
+        "| ready s, first (dirty MiB) / restart | service RSS MiB | /predict p50 / p99 ms, 1 row | 100 rows "
+        "| test AUC |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
+        serving, latency = r.serving, r.serving.latency_ms
         lines.append(
             f"| {r.dataset.name} | {r.dataset.rows:,} | {r.preparation_s:.1f} | {r.train_samples_per_s:,.0f} | "
-            f"{r.total_s:.0f} | {r.peak_rss_mib:,.0f} | {r.artifact_mib:.1f} | {r.ready_s:.1f} | "
-            f"{r.service_rss_mib:,.0f} | "
-            f"{r.latency_ms[1][0]:.2f} / {r.latency_ms[1][1]:.2f} | "
-            f"{r.latency_ms[100][0]:.2f} / {r.latency_ms[100][1]:.2f} | {r.test_auc:.4f} |"
+            f"{r.total_s:.0f} | {r.peak_rss_mib:,.0f} | {r.artifact_mib:.1f} | "
+            f"{serving.first_ready_s:.1f} ({serving.dirty_mib:,.0f}) / {serving.ready_s:.1f} | "
+            f"{serving.rss_mib:,.0f} | {latency[1][0]:.2f} / {latency[1][1]:.2f} | "
+            f"{latency[100][0]:.2f} / {latency[100][1]:.2f} | {r.test_auc:.4f} |"
         )
     growth = growth_rows(results)
     if growth:
@@ -280,7 +305,7 @@ def main() -> None:
     results = []
     for dataset in chosen:
         results.append(measure(dataset, args.work))
-        print(json.dumps(vars(results[-1]) | {"dataset": dataset.name}, default=str), flush=True)
+        print(json.dumps(dataclasses.asdict(results[-1]), default=str), flush=True)
         # after each size, so that a long run that stops part-way keeps what it measured
         write_report(results, args, (time.monotonic() - started) / 60, MachineUse.between(ticks, core_ticks()))
     print(f"wrote {args.output}")
