@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STORE ?= models_store
 
 .PHONY: install serve test test-all lint format deploy-check train-defaults bench-encoding bench-embedding bench-quality bench-serve \
-	bench-serve-peer bench-deploy clean
+	bench-serve-peer bench-http-server bench-deploy clean
 
 # torch is installed first and pinned: 2.13.0 is the CPU build here; an open range would pull CUDA wheels.
 $(BIN)/.installed: pyproject.toml
@@ -58,6 +58,9 @@ bench-serve: install  ## service vs bare FastAPI vs model alone, batch 1 and 100
 
 bench-serve-peer: install  ## service vs TorchServe (installed into .bench-venvs/) on the same artifact, and a profile
 	$(BIN)/python benchmarks/serve_peer_bench.py
+
+bench-http-server: install  ## the service and HTTP floors under uvicorn and under granian (installed into .bench-venvs/)
+	$(BIN)/python benchmarks/http_server_bench.py
 
 bench-deploy: install  ## throughput and p99 through nginx, 1 and 2 replicas (needs nginx and wrk)
 	$(BIN)/python benchmarks/deploy_bench.py
