@@ -50,9 +50,7 @@ from serve_bench import (
     ServerSpec,
     bare_app,
     machine,
-    num_rows,
     paired_ratios,
-    payloads,
     server_specs,
     start_server,
 )
@@ -61,14 +59,15 @@ from serve_peer_bench import (
     CONNECTIONS,
     Cell,
     Fleet,
-    Target,
     as_tree,
     busy_table,
     check_pinned,
     check_same_scores,
-    load_run,
     raise_on_sigterm,
+    request_bodies,
     row,
+    run_rounds,
+    warm_up,
 )
 from starlette.types import Receive, Scope, Send
 
@@ -232,18 +231,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, raise_on_sigterm)
     store = (ROOT / args.store).resolve()
     version_dir = store / MODEL_NAME / str(max(list_versions(store, MODEL_NAME)))
-    requests = {batch: body for batch, body in payloads().items() if batch in BATCHES}
-    bodies = {batch: json.dumps(body).encode() for batch, body in requests.items()}
-    rows = {batch: num_rows(body) for batch, body in requests.items()}
+    bodies, rows = request_bodies()
     notes = {"artifact": str(version_dir.relative_to(ROOT) if version_dir.is_relative_to(ROOT) else version_dir)}
     os.sched_setaffinity(0, {LOADGEN_CPU})
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="http-server-") as scratch:
-
-        def warmup(target: Target) -> None:
-            for batch, body in bodies.items():
-                load_run(target, body, rows[batch], 8, args.warmup)
-
-        fleet = Fleet(stack, {}, warmup)
+        fleet = Fleet(stack, {}, partial(warm_up, bodies=bodies, rows=rows, seconds=args.warmup))
         for spec in specs(store, granian(Path(scratch))):
             log = Path(scratch) / f"{len(fleet.launchers)}.log"
             fleet.launchers[spec.name] = (partial(as_tree, partial(start_server, spec, log)), "/predict", log)
@@ -254,21 +246,8 @@ def main() -> None:
         notes["threads"] = ", ".join(f"{name}: {count}" for name, count in threads.items())
         notes["scores"] = check_same_scores([fleet.targets[SERVICE], fleet.targets[SERVICE + ON_GRANIAN]], bodies)
         for target in fleet.targets.values():
-            warmup(target)
-        cells: dict[tuple[str, str, int], Cell] = {}
-        for round_ in range(args.repeats):
-            for batch in BATCHES:
-                for conns in CONNECTIONS:
-                    for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                        run, busy = fleet.run(name, bodies[batch], rows[batch], conns, args.duration)
-                        cell = cells.setdefault((name, batch, conns), Cell())
-                        cell.runs.append(run)
-                        cell.busy.append(busy)
-                        print(
-                            f"round {round_ + 1} batch {batch} x {conns}: {name} {run.rps:,.0f} req/s, "
-                            f"{1000 / run.rps_per_cpu:.3f} CPU ms/req, p99 {run.percentile_ms(99):.1f} ms",
-                            flush=True,
-                        )
+            fleet.warmup(target)
+        cells = run_rounds(fleet, names, bodies, rows, args.repeats, args.duration)
         for name, target in fleet.targets.items():
             check_pinned(name, target.server.process.pid)
         notes["restarts"] = "; ".join(fleet.restarts) or "none"

@@ -442,6 +442,44 @@ class Fleet:
             return load_run(self.targets[name], body, rows, connections, duration)
 
 
+def request_bodies() -> tuple[dict[str, bytes], dict[str, int]]:
+    """The request bodies of the cells, by batch, and the rows of each."""
+    requests = {batch: body for batch, body in payloads().items() if batch in BATCHES}
+    return (
+        {batch: json.dumps(body).encode() for batch, body in requests.items()},
+        {batch: num_rows(body) for batch, body in requests.items()},
+    )
+
+
+def warm_up(target: Target, bodies: dict[str, bytes], rows: dict[str, int], seconds: float) -> None:
+    """Load `target` with every body for `seconds` each, before its measured runs."""
+    for batch, body in bodies.items():
+        load_run(target, body, rows[batch], 8, seconds)
+
+
+def run_rounds(
+    fleet: Fleet, names: list[str], bodies: dict[str, bytes], rows: dict[str, int], repeats: int, duration: float
+) -> dict[tuple[str, str, int], Cell]:
+    """`repeats` rounds of every cell on every server, the server order rotated each round."""
+    cells: dict[tuple[str, str, int], Cell] = {}
+    for round_ in range(repeats):
+        for batch in BATCHES:
+            for conns in CONNECTIONS:
+                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                    run, busy = fleet.run(name, bodies[batch], rows[batch], conns, duration)
+                    cell = cells.setdefault((name, batch, conns), Cell())
+                    cell.runs.append(run)
+                    cell.busy.append(busy)
+                    print(
+                        f"round {round_ + 1} batch {batch} x {conns}: {name} {run.rps:,.0f} req/s, "
+                        f"p99 {run.percentile_ms(99):.1f} ms, {1000 / run.rps_per_cpu:.2f} CPU ms/req, "
+                        f"steal {busy.steal:.1%}, "
+                        f"others {busy.others_server_core:.0%} / {busy.others_loadgen_core:.0%}",
+                        flush=True,
+                    )
+    return cells
+
+
 def check_same_scores(targets: list[Target], bodies: dict[str, bytes]) -> str:
     """Every scoring server gives the same scores for the same body; SystemExit naming the first that does not."""
     lines = []
@@ -797,9 +835,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, raise_on_sigterm)  # so that the servers are stopped on the way out
     store = (ROOT / args.store).resolve()
     version_dir = store / MODEL_NAME / str(max(list_versions(store, MODEL_NAME)))
-    requests = {batch: body for batch, body in payloads().items() if batch in BATCHES}
-    bodies = {batch: json.dumps(body).encode() for batch, body in requests.items()}
-    rows = {batch: num_rows(body) for batch, body in requests.items()}
+    bodies, rows = request_bodies()
     notes = {"artifact": str(version_dir.relative_to(ROOT) if version_dir.is_relative_to(ROOT) else version_dir)}
     try:
         venv: Path | None = torchserve_venv()
@@ -814,11 +850,8 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     os.sched_setaffinity(0, {LOADGEN_CPU})
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="serve-peer-") as scratch:
-
-        def warmup(target: Target) -> None:  # TorchServe's JIT compiler needs seconds: 2-3x the CPU per request before
-            for batch, body in bodies.items():
-                load_run(target, body, rows[batch], 8, args.warmup)
-
+        # TorchServe's JIT compiler needs seconds: 2-3x the CPU per request before
+        warmup = partial(warm_up, bodies=bodies, rows=rows, seconds=args.warmup)
         fleet = Fleet(stack, {}, warmup)
         notes["runtimes"] = f"service {runtime_of(Path(sys.executable), version_dir)}"
         specs = {s.name: s for s in server_specs(store)}
@@ -841,22 +874,7 @@ def main() -> None:
         notes["scores"] = check_same_scores([t for n, t in fleet.targets.items() if n != BARE_RAW], bodies)
         for target in fleet.targets.values():
             warmup(target)
-        cells: dict[tuple[str, str, int], Cell] = {}
-        for round_ in range(args.repeats):
-            for batch in BATCHES:
-                for conns in CONNECTIONS:
-                    for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                        run, busy = fleet.run(name, bodies[batch], rows[batch], conns, args.duration)
-                        cell = cells.setdefault((name, batch, conns), Cell())
-                        cell.runs.append(run)
-                        cell.busy.append(busy)
-                        print(
-                            f"round {round_ + 1} batch {batch} x {conns}: {name} {run.rps:,.0f} req/s, "
-                            f"p99 {run.percentile_ms(99):.1f} ms, {1000 / run.rps_per_cpu:.2f} CPU ms/req, "
-                            f"steal {busy.steal:.1%}, "
-                            f"others {busy.others_server_core:.0%} / {busy.others_loadgen_core:.0%}",
-                            flush=True,
-                        )
+        cells = run_rounds(fleet, names, bodies, rows, args.repeats, args.duration)
         profiles = []
         if args.profile_duration > 0:
             try:
