@@ -15,6 +15,7 @@ the same early-stopping and LR decisions.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import random
 import time
@@ -26,7 +27,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.autograd.profiler import record_function
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from deepfm.config import TrainingConfig
@@ -119,6 +119,46 @@ def clip_gradients(parameters: Iterable[Tensor], max_norm: float) -> None:
         rows.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))  # clip_grads_with_norm_'s coefficient
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters and buffers, the update of torch's
+    `AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)` with the same result,
+    over tensor lists gathered once: `AveragedModel` regroups every tensor by device and dtype at every step, which
+    costs more than the update itself (`benchmarks/results/train_peer_bench.md`, weight_average).
+
+    Args:
+        model: the model whose weights are averaged; its parameters and buffers are updated in place.
+        decay: each step keeps `decay` of the average and takes `1 - decay` of the model.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model)
+        self.decay, self.weight = decay, 1 - decay
+        pairs = list(
+            zip(
+                itertools.chain(self.module.parameters(), self.module.buffers()),
+                itertools.chain(model.parameters(), model.buffers()),
+                strict=True,
+            )
+        )
+        floats = [(a.detach(), m.detach()) for a, m in pairs if a.is_floating_point()]
+        self.averaged, self.current = [a for a, _ in floats], [m for _, m in floats]
+        self.others = [(a.detach(), m.detach()) for a, m in pairs if not a.is_floating_point()]  # batch counts
+        self.started = False
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Take one step towards the model's current weights (the first call copies them)."""
+        if not self.started:
+            torch._foreach_copy_(self.averaged, self.current)
+            for average, value in self.others:
+                average.copy_(value)
+            self.started = True
+            return
+        torch._foreach_lerp_(self.averaged, self.current, self.weight)
+        for average, value in self.others:  # as get_ema_multi_avg_fn does for tensors foreach lerp cannot take
+            average.copy_(average * self.decay + value * self.weight)
+
+
 def _schedule(
     optimizer: torch.optim.Optimizer, config: TrainingConfig
 ) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau | None:
@@ -201,7 +241,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.world.device.type, enabled=config.amp)
         if config.ema_epochs < 0:
             raise ConfigError(f"training.ema_epochs must be >= 0, got {config.ema_epochs}")
-        self.averaged: AveragedModel | None = None
+        self.averaged: WeightAverage | None = None
 
     @property
     def evaluated(self) -> nn.Module:
@@ -214,8 +254,7 @@ class Trainer:
         history = History()
         if self.config.ema_epochs > 0:
             steps = self.config.ema_epochs * train.num_batches(self.batch_size, self.world.size)
-            average = get_ema_multi_avg_fn(max(0.0, 1 - 1 / steps))  # type: ignore[no-untyped-call]
-            self.averaged = AveragedModel(self.model, multi_avg_fn=average, use_buffers=True)
+            self.averaged = WeightAverage(self.model, max(0.0, 1 - 1 / steps))
         best_state = copy.deepcopy(self.evaluated.state_dict())
         for epoch in range(self.config.epochs):
             if isinstance(train, ResampledDataset) and epoch > 0:
@@ -295,7 +334,7 @@ class Trainer:
                 self.scaler.update()
                 if self.averaged is not None:
                     with average:
-                        self.averaged.update_parameters(self.model)
+                        self.averaged.update()
                 total += loss.detach().double() * len(labels)
                 rows += len(labels)
                 if show:
