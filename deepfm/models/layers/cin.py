@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional
 
 from deepfm.errors import ConfigError
 
@@ -52,21 +51,23 @@ class CIN(nn.Module):
 
     def forward(self, x0: Tensor) -> Tensor:
         """Args: x0 (B, F, D) field embeddings. Returns: (B, output_dim)."""
-        batch_size, _, embed_dim = x0.shape
+        batch_size, num_fields, embed_dim = x0.shape
         last = len(self.direct_sizes) - 1
-        # D leads the fields, contiguous, so that each layer's 1x1 convolution is one (B*D, F*H) x (F*H, H_k)
-        # GEMM instead of a matmul broadcast over the batch.
-        x0 = x0.transpose(1, 2).contiguous()  # (B, D, F)
+        # Maps lead and the B*D positions run innermost and contiguous: every product and its backward's
+        # reductions stream whole rows (a broadcast over a trailing dimension of F or H elements is many
+        # times slower), and each 1x1 convolution is one (H_k, F*H) x (F*H, B*D) GEMM.
+        x0 = x0.transpose(0, 1).reshape(num_fields, batch_size * embed_dim)  # (F, B*D)
         hidden = x0
         pooled: list[Tensor] = []
         for i, conv in enumerate(self.conv_layers):
-            z = (x0.unsqueeze(3) * hidden.unsqueeze(2)).reshape(batch_size * embed_dim, -1)  # (B*D, F*H)
+            z = (x0.unsqueeze(1) * hidden.unsqueeze(0)).view(-1, batch_size * embed_dim)  # (F*H, B*D)
             weight = conv.weight[:, :, 0]  # type: ignore[index]
-            z = functional.linear(z, weight, conv.bias)  # type: ignore[arg-type]
-            z = z.view(batch_size, embed_dim, -1)  # (B, D, H_k)
-            if self.split_half and i < last:
-                direct, hidden = z.chunk(2, dim=2)  # (B, D, H_k/2) each
+            bias = conv.bias
+            assert bias is not None  # built with one: tells TorchScript it is a tensor
+            z = torch.addmm(bias.unsqueeze(1), weight, z)  # type: ignore[operator]
+            if self.split_half and i < last:  # z is (H_k, B*D)
+                direct, hidden = z.chunk(2, dim=0)  # (H_k/2, B*D) each
             else:
                 direct, hidden = z, z
-            pooled.append(direct.sum(dim=1))  # (B, direct_size)
-        return torch.cat(pooled, dim=1)  # (B, output_dim)
+            pooled.append(direct.view(-1, batch_size, embed_dim).sum(dim=2))  # (direct_size, B)
+        return torch.cat(pooled, dim=0).t()  # (B, output_dim)
