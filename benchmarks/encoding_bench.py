@@ -7,7 +7,8 @@ uniformly sampled (user, movie) pairs, expanded to raw request columns by `Movie
 They are encoded with the fitted `FeatureEncoder` three ways: `encode_frame` on the DataFrame (the
 trainer's path), and `encode` on plain Python lists as the service receives them, with genres as
 JSON lists and as '|'-separated strings. Reports the median of the timed runs (after one warm-up)
-and rows/s, per path and per field, and writes benchmarks/results/encoding_bench.md.
+and rows/s, per path and per field, and per call for request-sized batches (1 and 100 rows, where
+the per-field cost of a call dominates), and writes benchmarks/results/encoding_bench.md.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 COMMAND = ".venv/bin/python benchmarks/encoding_bench.py"
 TARGET_SECONDS = 1.0  # per 100,000 rows
+REQUEST_SIZES = (1, 100)  # the rows of serve_bench's and serve_peer_bench's requests
+CALLS = 2_000
 
 
 def raw_frame(adapter: MovieLensAdapter, num_rows: int, seed: int = 0) -> pd.DataFrame:
@@ -59,6 +62,16 @@ def median_seconds(run: Callable[[], Any], repeats: int) -> float:
         run()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def per_call_seconds(encoder: FeatureEncoder, columns: dict[str, list[Any]], num_rows: int, repeats: int) -> float:
+    """Median seconds of one `encode` call, timed over runs of CALLS calls (one is too short to time alone)."""
+
+    def calls() -> None:
+        for _ in range(CALLS):
+            encoder.encode(columns, num_rows)
+
+    return median_seconds(calls, repeats) / CALLS
 
 
 def assert_same(a: EncodedBatch, b: EncodedBatch) -> None:
@@ -145,6 +158,19 @@ def main() -> None:
         seconds = median_seconds(lambda: encoder.encode(lists, num_rows, fields=only), args.repeats)  # noqa: B023
         kind = f"{field.feature_type.value}, {field.transform.kind.value}"
         lines.append(f"| {field.name} | {kind} | {seconds * 1e3:.1f} |")
+
+    lines += [
+        "",
+        f"Request-sized calls, as the service makes them (`encode(lists)` of a request's rows, genres as lists): "
+        f"median of {args.repeats} runs of {CALLS:,} calls each, per call:",
+        "",
+        "| rows | median (us per call) | rows/s |",
+        "|---:|---:|---:|",
+    ]
+    for size in REQUEST_SIZES:
+        part = {column: values[:size] for column, values in lists.items()}
+        seconds = per_call_seconds(encoder, part, size, args.repeats)
+        lines.append(f"| {size} | {seconds * 1e6:.1f} | {size / seconds:,.0f} |")
 
     lines += ["", "Machine:", "", *machine(), ""]
     RESULTS.mkdir(parents=True, exist_ok=True)

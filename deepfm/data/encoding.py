@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain, compress, repeat
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -111,7 +112,7 @@ NEEDS_SCALAR = "a string or a number (an integer within 64 bits or a finite floa
 
 def _values(column: Column) -> list[Any] | Factorized:
     """The column as a list of Python values (an array's or a Series' by its `tolist`); a factorised one as it is."""
-    if isinstance(column, Factorized):
+    if type(column) is list or isinstance(column, Factorized):  # a list (a request's column) is only read
         return column
     if isinstance(column, Sequence):
         return list(column)
@@ -161,7 +162,7 @@ def _of_type(values: list[Any], kind: type) -> Iterator[Any]:
 def _in_range(values: list[Any], types: set[type]) -> bool:
     """Whether the values' ints fit in 64 bits and none of their floats is infinite, by whole-column scans."""
     if int in types:
-        ints = list(_of_type(values, int))
+        ints = values if len(types) == 1 else list(_of_type(values, int))
         if min(ints) < INT64_MIN or max(ints) > INT64_MAX:
             return False
     return float not in types or not any(map(math.isinf, _of_type(values, float)))
@@ -258,8 +259,8 @@ def _buckets(field: FieldSchema, values: list[Any]) -> np.ndarray:
     """The bucket of each raw value of a BUCKETIZE field: the index of the largest boundary not above
     it, -1 below the first boundary or missing."""
     numbers = _numbers(field, values)
-    position = np.searchsorted(np.asarray(field.transform.boundaries), numbers, side="right") - 1
-    position[(position < 0) | np.isnan(numbers)] = -1
+    position = np.searchsorted(np.asarray(field.transform.boundaries), numbers, side="right") - 1  # -1 below
+    position[np.isnan(numbers)] = -1  # NaN sorts last
     return position
 
 
@@ -341,6 +342,52 @@ class EncodedBatch:
     num_rows: int
 
 
+FieldEncoder = Callable[[list[Any]], tuple[np.ndarray, np.ndarray | None]]
+"""A field's values -> (its model input, (B,) bool: rows whose value was missing or unknown; None for an
+index per row, where those are the rows whose index is OOV_INDEX)."""
+
+
+def _encode_dense(field: FieldSchema, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    numbers = _dense(field, values)
+    missing = np.isnan(numbers)
+    scaled = np.where(missing, 0.0, (numbers - field.mean) / field.std).astype(np.float32)
+    return scaled, missing
+
+
+def _encode_hashed(field: FieldSchema, values: list[Any]) -> tuple[np.ndarray, None]:
+    return _hashed(field, values), None
+
+
+def _encode_buckets(field: FieldSchema, indices: np.ndarray, values: list[Any]) -> tuple[np.ndarray, None]:
+    """`indices`: bucket -> vocabulary index, the last entry (bucket -1) OOV."""
+    return indices[_buckets(field, values)], None
+
+
+def _encode_sparse(field: FieldSchema, table: dict[Any, int], values: list[Any]) -> tuple[np.ndarray, None]:
+    keys = _keys(field, values)
+    return np.fromiter(map(table.get, keys, repeat(OOV_INDEX)), dtype=np.int64, count=len(keys)), None
+
+
+def _encode_sequence(field: FieldSchema, table: dict[Any, int], values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    tokens = _tokens(field, values)
+    counts = list(map(len, tokens))  # a list: its sum and max by builtins, cheaper than numpy's for small batches
+    lengths = np.array(counts, dtype=np.int64)
+    flat = np.fromiter(
+        map(table.get, chain.from_iterable(tokens), repeat(OOV_INDEX)), dtype=np.int64, count=sum(counts)
+    )
+    max_length = field.max_length
+    if max(counts, default=0) > max_length:  # some rows are longer than max_length: drop their extra tokens
+        flat = flat[np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths) < max_length]
+        lengths = np.minimum(lengths, max_length)
+    filled = np.arange(max_length) < lengths[:, None]  # (B, L): the slots of each row's first max_length tokens
+    out = np.zeros((len(tokens), max_length), dtype=np.int64)
+    out[filled] = flat  # row-major order is the tokens' order
+    unknown = lengths == 0
+    if np.count_nonzero(flat) < len(flat):  # some kept token is unknown: find its rows
+        unknown |= ((out == OOV_INDEX) & filled).any(axis=1)
+    return out, unknown
+
+
 class FeatureEncoder:
     """Encodes raw columns into model input with a fitted schema's vocabularies and statistics.
 
@@ -355,16 +402,23 @@ class FeatureEncoder:
                 f"fields {unfitted} have no fitted vocabulary; fit the schema on training data first (fit_schema)"
             )
         self.schema = schema
-        self._tables = {f.name: _lookup_table(f.vocabulary) for f in schema.fields.values() if f.vocabulary is not None}
-        # BUCKETIZE fields: bucket -> vocabulary index, the last entry (bucket -1) OOV
-        self._bucket_indices = {
-            f.name: np.array(
-                [*(self._tables[f.name].get(_canonical(b), OOV_INDEX) for b in f.transform.boundaries), OOV_INDEX],
-                dtype=np.int64,
-            )
-            for f in schema.fields.values()
-            if f.transform.kind is TransformKind.BUCKETIZE and f.feature_type is FeatureType.SPARSE
-        }
+        # each field's source and encoding step, chosen once: a small request's cost is mostly per field
+        self._fields = {f.name: (f.source, self._field_encoder(f)) for f in schema.fields.values()}
+
+    @staticmethod
+    def _field_encoder(field: FieldSchema) -> FieldEncoder:
+        if field.feature_type is FeatureType.DENSE:
+            return partial(_encode_dense, field)
+        if field.is_hashed:
+            return partial(_encode_hashed, field)
+        assert field.vocabulary is not None  # a fitted categorical field
+        table = _lookup_table(field.vocabulary)
+        if field.transform.kind is TransformKind.BUCKETIZE and field.feature_type is FeatureType.SPARSE:
+            boundaries = (table.get(_canonical(b), OOV_INDEX) for b in field.transform.boundaries)
+            return partial(_encode_buckets, field, np.array([*boundaries, OOV_INDEX], dtype=np.int64))
+        if field.feature_type is FeatureType.SPARSE:
+            return partial(_encode_sparse, field, table)
+        return partial(_encode_sequence, field, table)
 
     def fields_reading(self, sources: Iterable[str]) -> list[str]:
         """Names of the fields whose raw source is one of `sources`, in model order."""
@@ -383,23 +437,27 @@ class FeatureEncoder:
             The encoded batch. Raises EncodingError naming the field (and row, where known); where several
             fields are at fault, its `problems` name each.
         """
-        names = self.schema.field_names if fields is None else list(fields)
         features: dict[str, np.ndarray] = {}
         oov_rows: dict[str, int] = {}
         problems: dict[str, EncodingError] = {}  # by source: fields reading one source see the same value
-        for name in names:
-            field = self.schema.fields[name]
-            column = columns.get(field.source)
+        for name in self._fields if fields is None else fields:
+            source, encode_field = self._fields[name]
+            column = columns.get(source)
             values = [None] * num_rows if column is None else _values(column)
             if len(values) != num_rows:
-                raise EncodingError(
-                    f"field {field.source!r} has {len(values)} values for {num_rows} rows", field=field.source
-                )
+                raise EncodingError(f"field {source!r} has {len(values)} values for {num_rows} rows", field=source)
             try:
-                features[name], oov = self._encode_column(field, values)
-                oov_rows[name] = int(np.count_nonzero(oov))
+                if isinstance(values, Factorized):  # its distinct values encoded, then taken per row
+                    with values.rows_named():
+                        encoded, oov = encode_field([*values.uniques, None])  # the last: missing (code -1)
+                    encoded, oov = encoded[values.codes], None if oov is None else oov[values.codes]
+                else:
+                    encoded, oov = encode_field(values)
+                features[name] = encoded
+                missing = num_rows - np.count_nonzero(encoded) if oov is None else np.count_nonzero(oov)
+                oov_rows[name] = int(missing)
             except EncodingError as exc:
-                problems.setdefault(field.source, exc)
+                problems.setdefault(source, exc)
         if len(problems) == 1:
             raise next(iter(problems.values()))
         if problems:
@@ -413,51 +471,6 @@ class FeatureEncoder:
             if source in frame:
                 columns[source] = factorized(frame[source]) or frame[source]
         return self.encode(columns, len(frame))
-
-    def _encode_column(self, field: FieldSchema, values: list[Any] | Factorized) -> tuple[np.ndarray, np.ndarray]:
-        """`_encode_field` of the rows' values; of a factorised column, of its distinct values, taken per row."""
-        if not isinstance(values, Factorized):
-            return self._encode_field(field, values)
-        with values.rows_named():
-            encoded, oov = self._encode_field(field, [*values.uniques, None])  # the last: missing (code -1)
-        return encoded[values.codes], oov[values.codes]
-
-    def _encode_field(self, field: FieldSchema, values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """(the field's model input for `values`, (B,) bool: rows whose value was missing or unknown)."""
-        if field.feature_type is FeatureType.DENSE:
-            numbers = _dense(field, values)
-            missing = np.isnan(numbers)
-            scaled = np.where(missing, 0.0, (numbers - field.mean) / field.std).astype(np.float32)
-            return scaled, missing
-        if field.is_hashed:
-            indices = _hashed(field, values)
-            return indices, indices == OOV_INDEX
-        table = self._tables[field.name]
-        if field.name in self._bucket_indices:
-            indices = self._bucket_indices[field.name][_buckets(field, values)]
-            return indices, indices == OOV_INDEX
-        if field.feature_type is FeatureType.SPARSE:
-            keys = _keys(field, values)
-            indices = np.fromiter(map(table.get, keys, repeat(OOV_INDEX)), dtype=np.int64, count=len(keys))
-            return indices, indices == OOV_INDEX
-        return self._encode_sequence(field, table, values)
-
-    @staticmethod
-    def _encode_sequence(field: FieldSchema, table: dict[Any, int], values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        tokens = _tokens(field, values)
-        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        flat = np.fromiter(
-            map(table.get, chain.from_iterable(tokens), repeat(OOV_INDEX)), dtype=np.int64, count=int(lengths.sum())
-        )
-        max_length = field.max_length
-        kept = np.minimum(lengths, max_length)
-        filled = np.arange(max_length) < kept[:, None]  # (B, L): the slots of each row's first max_length tokens
-        out = np.zeros((len(tokens), max_length), dtype=np.int64)
-        if len(flat) > kept.sum():  # some rows are longer than max_length: drop their extra tokens
-            flat = flat[np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths) < max_length]
-        out[filled] = flat  # row-major order is the tokens' order
-        unknown = ((out == OOV_INDEX) & filled).any(axis=1)
-        return out, unknown | (lengths == 0)
 
 
 _INT64_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
